@@ -1,0 +1,135 @@
+"""The one selection rule: scores -> which requests run next, under KV and batch limits.
+
+Every caller (surrogate env, live env, vLLM hook) turns a policy's scores into a decision
+with `select`, and checks solver policies' decisions with `check_decision`. Nothing else
+decides admission or preemption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from andes_gym.core.candidates import Candidates, Capacity
+
+
+class InvalidDecision(ValueError):
+    """A decision or a score vector that breaks the contract of the selection rule."""
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """Which candidates run in the next iteration.
+
+    Attributes:
+        selected: Boolean per candidate: runs next iteration.
+        order: Indices of the selected candidates, highest priority first. Engines admit
+            waiting requests in this order.
+    """
+
+    selected: np.ndarray
+    order: np.ndarray
+
+    def preempted(self, candidates: Candidates) -> np.ndarray:
+        """Indices of running candidates that are not selected (to preempt)."""
+        return np.flatnonzero(candidates.is_running & ~self.selected)
+
+    def admitted(self, candidates: Candidates) -> np.ndarray:
+        """Indices of waiting candidates that are selected, in admission order."""
+        return self.order[~candidates.is_running[self.order]]
+
+
+def priority_order(scores: np.ndarray, candidates: Candidates) -> np.ndarray:
+    """Candidate indices by score (high first); ties go to the earlier arrival, then lower id."""
+    return np.lexsort((candidates.request_id, candidates.arrival_s, -scores))
+
+
+def select(scores: np.ndarray, candidates: Candidates, capacity: Capacity) -> Decision:
+    """Admits candidates in score order while they fit, skipping those that do not.
+
+    Walks the candidates from the highest score down; a candidate is selected when its
+    `kv_blocks_needed` fits in the blocks left and the batch has room. A candidate that
+    does not fit is skipped (a smaller one behind it may still fit), so the rule is
+    work-conserving. Running candidates left out are preempted by the engine.
+
+    Args:
+        scores: One finite score per candidate.
+        candidates: The candidates.
+        capacity: The engine's limits.
+
+    Returns:
+        The decision.
+
+    Raises:
+        InvalidDecision: When scores have the wrong shape or are not finite.
+    """
+    n = len(candidates)
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (n,):
+        raise InvalidDecision(f"scores must have shape ({n},), got {scores.shape}")
+    if not np.all(np.isfinite(scores)):
+        bad = int(np.argmax(~np.isfinite(scores)))
+        raise InvalidDecision(f"scores[{bad}] = {scores[bad]} is not finite")
+    order = priority_order(scores, candidates)
+    need = candidates.kv_blocks_needed[order]
+    blocks_budget = capacity.total_kv_blocks
+    seqs_budget = capacity.max_num_seqs
+    # Fast path: the longest prefix that fits is taken whole.
+    cum = np.cumsum(need)
+    prefix = min(int(np.searchsorted(cum, blocks_budget, side="right")), seqs_budget)
+    chosen = [order[:prefix]]
+    if prefix:
+        blocks_budget -= int(cum[prefix - 1])
+        seqs_budget -= prefix
+    rest = []
+    for pos in range(prefix + 1, n):
+        if seqs_budget == 0 or blocks_budget == 0:
+            break
+        if need[pos] <= blocks_budget:
+            rest.append(order[pos])
+            blocks_budget -= int(need[pos])
+            seqs_budget -= 1
+    if rest:
+        chosen.append(np.asarray(rest, dtype=np.int64))
+    picked = np.concatenate(chosen).astype(np.int64, copy=False)
+    selected = np.zeros(n, dtype=bool)
+    selected[picked] = True
+    return Decision(selected=selected, order=picked)
+
+
+def decision_from_order(order: np.ndarray, num_candidates: int) -> Decision:
+    """A decision that selects exactly `order` (highest priority first)."""
+    order = np.asarray(order, dtype=np.int64)
+    selected = np.zeros(num_candidates, dtype=bool)
+    selected[order] = True
+    return Decision(selected=selected, order=order)
+
+
+def check_decision(decision: Decision, candidates: Candidates, capacity: Capacity) -> None:
+    """Checks the invariants every decision must satisfy.
+
+    Raises:
+        InvalidDecision: Naming the broken invariant: shapes, a candidate listed twice or
+            missing from `order`, the KV capacity or the batch limit exceeded.
+    """
+    n = len(candidates)
+    sel = np.asarray(decision.selected)
+    if sel.shape != (n,) or sel.dtype != bool:
+        raise InvalidDecision(f"selected must be a bool array of shape ({n},), got {sel.shape}")
+    order = np.asarray(decision.order)
+    if order.ndim != 1 or (len(order) and (order.min() < 0 or order.max() >= n)):
+        raise InvalidDecision(f"order must index the {n} candidates, got {order!r}")
+    if len(np.unique(order)) != len(order):
+        raise InvalidDecision("order lists a candidate more than once")
+    if len(order) != int(sel.sum()) or not sel[order].all():
+        raise InvalidDecision("order must list exactly the selected candidates")
+    used = int(candidates.kv_blocks_needed[sel].sum())
+    if used > capacity.total_kv_blocks:
+        raise InvalidDecision(
+            f"selection needs {used} KV blocks, capacity is {capacity.total_kv_blocks}"
+        )
+    if len(order) > capacity.max_num_seqs:
+        raise InvalidDecision(
+            f"selection runs {len(order)} requests, max_num_seqs is {capacity.max_num_seqs}"
+        )

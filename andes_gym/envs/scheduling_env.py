@@ -1,0 +1,214 @@
+"""The Gymnasium environment logic shared by the surrogate and the live vLLM environments.
+
+Subclasses only choose the backend (the mechanism); spaces, the selection rule, reward,
+episode end and metrics live here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from andes_gym.core.candidates import Candidates, Capacity
+from andes_gym.core.features import OBS_BOUND, FeatureSpec, observe, scores_from_slots
+from andes_gym.core.selection import Decision, decision_from_order, priority_order, select
+from andes_gym.envs.backend import EngineBackend
+from andes_gym.metrics import request_metrics, summarize
+from andes_gym.qoe import predict_qoe
+from andes_gym.workloads.spec import Workload
+
+DecisionContext = tuple[Candidates, Capacity, np.ndarray]
+
+
+class SchedulingEnv(gym.Env):
+    """Base class: one step is one scheduling decision of an engine backend.
+
+    See `andes_gym.envs.surrogate_env.SurrogateEnv` for the full documentation of the
+    spaces, the reward and the episode end; `VLLMEnv` shares all of it.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        backend: EngineBackend,
+        workload_source: Any,
+        feature_spec: FeatureSpec,
+        skip_uncontested: bool = True,
+        time_limit_s: float | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        if time_limit_s is not None and not time_limit_s > 0:
+            raise ValueError(f"time_limit_s must be positive or None, got {time_limit_s}")
+        self.backend = backend
+        self.workload_source = workload_source
+        self.feature_spec = feature_spec
+        self.skip_uncontested = skip_uncontested
+        self.time_limit_s = time_limit_s
+        self.render_mode = render_mode
+        k = feature_spec.k_slots
+        self.observation_space = gym.spaces.Box(
+            -OBS_BOUND, OBS_BOUND, shape=(feature_spec.obs_dim,), dtype=np.float32
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(k,), dtype=np.float32)
+        self.workload: Workload | None = None
+        self._ctx: DecisionContext | None = None
+        self._obs = np.zeros(feature_spec.obs_dim, dtype=np.float32)
+        self._potential = 0.0
+        self._final_sum = 0.0
+        self._counted: np.ndarray = np.zeros(0, dtype=bool)
+        self._num_steps = 0
+
+    # ----------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        episode_seed = int(self.np_random.integers(2**31 - 1)) if seed is None else int(seed)
+        self.workload = self.workload_source.sample(episode_seed)
+        self.backend.time_limit_s = self.time_limit_s
+        self.backend.start(self.workload, episode_seed)
+        self._potential = 0.0
+        self._final_sum = 0.0
+        self._counted = np.zeros(len(self.workload), dtype=bool)
+        self._num_steps = 0
+        self._advance()
+        return self._obs.copy(), self._step_info()
+
+    def step(self, action):
+        if self._ctx is None:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        scores = self._slot_scores_to_candidates(action)
+        candidates, capacity, _ = self._ctx
+        self.backend.apply(select(scores, candidates, capacity))
+        self._num_steps += 1
+        self._advance()
+        potential = self._potential_now()
+        reward = (potential - self._potential) / max(len(self.workload), 1)
+        self._potential = potential
+        done = self._ctx is None
+        truncated = done and not bool(self.backend.finished.all())
+        info = self._step_info()
+        if done:
+            info.update(self.episode_results())
+        return self._obs.copy(), float(reward), done and not truncated, truncated, info
+
+    def render(self):
+        if self.render_mode == "ansi":
+            from andes_gym.envs.rendering import render_text
+
+            return render_text(self)
+        if self.render_mode == "rgb_array":
+            from andes_gym.envs.rendering import render_token_curves
+
+            return render_token_curves(self)
+        return None
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # ---------------------------------------------------------- for adapters
+    @property
+    def decision_context(self) -> DecisionContext | None:
+        """`(candidates, capacity, slot_idx)` of the pending decision; None when done."""
+        return self._ctx
+
+    def episode_results(self) -> dict:
+        """Per-request metrics and the summary of the episode so far."""
+        wl = self.workload
+        now = self.backend.now_s
+        arrived = wl.arrival_s <= now
+        state = self.backend.tracker.state.take(np.flatnonzero(arrived))
+        metrics = request_metrics(
+            state,
+            total_tokens=wl.output_tokens[arrived],
+            num_preemptions=self.backend.num_preemptions[arrived],
+            finished=self.backend.finished[arrived],
+            end_s=now,
+        )
+        summary = summarize(metrics, start_s=float(wl.arrival_s[0]) if len(wl) else 0.0, end_s=now)
+        summary["num_decisions"] = self._num_steps
+        return {"qoe_summary": summary, "request_metrics": metrics}
+
+    # ---------------------------------------------------------------- internals
+    def _slot_scores_to_candidates(self, action) -> np.ndarray:
+        k = self.feature_spec.k_slots
+        arr = np.asarray(action, dtype=np.float64)
+        if arr.shape != (k,):
+            raise ValueError(f"action must have shape ({k},) (one score per slot), got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.argmax(~np.isfinite(arr)))
+            raise ValueError(f"action[{bad}] = {arr[bad]} is not finite; scores must be numbers")
+        candidates, _, slot_idx = self._ctx
+        return scores_from_slots(arr, slot_idx, len(candidates), candidates.arrival_s)
+
+    def _advance(self) -> None:
+        """Runs the backend to the next decision point that needs a policy."""
+        while True:
+            ctx = self.backend.next_decision()
+            if ctx is None:
+                self._ctx = None
+                self._obs = np.zeros(self.feature_spec.obs_dim, dtype=np.float32)
+                return
+            candidates, capacity = ctx
+            if self.skip_uncontested and _uncontested(candidates, capacity):
+                self.backend.apply(decision_for_all(candidates))
+                continue
+            self._obs, slot_idx = observe(candidates, capacity, self.feature_spec)
+            self._ctx = (candidates, capacity, slot_idx)
+            return
+
+    def _potential_now(self) -> float:
+        """Sum over arrived requests of the QoE if their missing tokens arrived now.
+
+        Rewards are differences of this potential, so an episode's return is the mean QoE
+        over the workload (with unfinished requests at their ANDES_SPEC §1 lower bound).
+        """
+        wl = self.workload
+        now = self.backend.now_s
+        state = self.backend.tracker.state
+        variant = self.backend.decision_config.qoe_variant
+        newly = self.backend.finished & ~self._counted
+        if newly.any():
+            idx = np.flatnonzero(newly)
+            self._final_sum += float(
+                predict_qoe(
+                    state.take(idx), now_s=now, horizon_s=now, rate_tok_s=0.0, variant=variant,
+                    total_tokens=wl.output_tokens[idx], pending="all",
+                ).sum()
+            )
+            self._counted |= newly
+        n_arrived = int(np.searchsorted(wl.arrival_s, now, side="right"))
+        active = np.flatnonzero(~self._counted[:n_arrived])
+        if len(active) == 0:
+            return self._final_sum
+        open_sum = predict_qoe(
+            state.take(active), now_s=now, horizon_s=now, rate_tok_s=0.0, variant=variant,
+            total_tokens=wl.output_tokens[active], pending="all",
+        ).sum()
+        return self._final_sum + float(open_sum)
+
+    def _step_info(self) -> dict:
+        ctx = self._ctx
+        return {
+            "now_s": self.backend.now_s,
+            "num_candidates": 0 if ctx is None else len(ctx[0]),
+            "num_running": 0 if ctx is None else ctx[0].num_running,
+        }
+
+
+def _uncontested(candidates: Candidates, capacity: Capacity) -> bool:
+    """True when every candidate fits, so every policy's decision is the same."""
+    return (
+        len(candidates) <= capacity.max_num_seqs
+        and int(candidates.kv_blocks_needed.sum()) <= capacity.total_kv_blocks
+    )
+
+
+def decision_for_all(candidates: Candidates) -> Decision:
+    """Selects every candidate, oldest first."""
+    return decision_from_order(priority_order(-candidates.arrival_s, candidates), len(candidates))

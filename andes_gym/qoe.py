@@ -1,0 +1,802 @@
+"""Quality of Experience (QoE) of streamed LLM responses (ANDES_SPEC section 1).
+
+Per request: arrival ``t0``, target time-to-first-token ``ttft`` (s) and target token
+delivery speed ``tds`` (tokens/s). Token i (1-based) is delivered at ``d_i``.
+
+- Ideal consumption time: ``e_i = t0 + ttft + (i - 1) / tds``.
+- Actual consumption time (the client paces tokens at ``tds``, early ones wait in a
+  buffer): ``a_1 = d_1``, ``a_i = max(d_i, a_{i-1} + 1/tds)``.
+- ``S_delay = sum_i max(a_i - e_i, 0)``.
+
+Variants (``VARIANTS``):
+
+- ``"delay"`` (paper v2, the default): ``QoE = 1 - S_delay / S_whole`` with
+  ``S_whole = S_delay + sum_i (a_n - a_i)``; 1 when ``S_delay == 0``.
+- ``"delay_fixed"``: same, with ``S_whole = S_delay + sum_i (e_n - e_i)
+  = S_delay + n (n - 1) / (2 tds)``; monotone in every token (the paper's form is not:
+  delaying the last token can raise it).
+- ``"area"`` (paper v1): ``S_actual / S_expected`` over ``[t0, a_n]``, see ``_area_qoe``.
+
+No token delivered gives QoE 0 (``qoe``, ``qoe_of_state``). ``predict_qoe`` differs on
+purpose: a projected timeline with no token at all is not late yet and scores 1.
+
+Three views of the same definition live here:
+
+- ``qoe``: the batch definition on explicit token times (the reference).
+- ``QoEState`` / ``QoETracker``: an O(1)-size running summary per request (``k``, ``a_k``,
+  ``sum a_i``, ``S_delay``), updated with O(1) work per delivered token, vectorized over
+  requests. Every variant is a closed form of that summary, because
+  ``sum_i (a_n - a_i) = n a_n - sum_i a_i``.
+- ``predict_qoe``: the QoE of a projected timeline (served at a given rate until a horizon,
+  then the pending tokens delivered at the horizon), in closed form, vectorized; it feeds
+  the Andes scheduler's ``Q_serve`` / ``Q_wait``, the observation features and the reward.
+
+A note on "on time": lateness of at most ``ON_TIME_TOL_S`` per token on average counts
+as none. Without it a single-token response delivered "exactly" at its target would score
+0 instead of 1 whenever the target and the delivery time were rounded differently (for
+n = 1 the whole area is 0, so any positive delay gives QoE 0). For n > 1 the tolerance
+changes the QoE by less than about 1e-9.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+__all__ = [
+    "ON_TIME_TOL_S",
+    "PENDING_MODES",
+    "VARIANTS",
+    "QoEState",
+    "QoETracker",
+    "consumption_times",
+    "mean_tbt_s",
+    "predict_qoe",
+    "qoe",
+    "qoe_of_state",
+    "ttft_s",
+]
+
+VARIANTS = ("delay", "delay_fixed", "area")
+"""QoE variants; ``"delay"`` (paper v2) is the default."""
+
+PENDING_MODES = ("due", "all")
+"""How ``predict_qoe`` counts tokens not yet delivered at the horizon."""
+
+ON_TIME_TOL_S = 1e-9
+"""Mean lateness per token (s) at or below which a timeline counts as on time."""
+
+# Slack added before flooring token counts, so that a count that is an exact integer in
+# real arithmetic (e.g. 2 s at 5 tok/s) is not lost to rounding (9.999999999 -> 9).
+_COUNT_SLACK = 1e-9
+
+
+# --------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown QoE variant {variant!r}; expected one of {VARIANTS}")
+
+
+def _check_targets(arrival: float, ttft: float, tds: float) -> None:
+    if math.isnan(arrival):
+        raise ValueError(f"arrival must be a number of seconds, got {arrival}")
+    if not ttft >= 0.0:  # also rejects NaN
+        raise ValueError(f"ttft must be a non-negative number of seconds, got {ttft}")
+    if not (tds > 0.0 and math.isfinite(tds)):
+        raise ValueError(f"tds must be a finite positive number of tokens/s, got {tds}")
+
+
+def _check_token_times(times: np.ndarray, arrival: float) -> None:
+    if times.ndim != 1:
+        raise ValueError(f"token_times must be 1-D, got shape {times.shape}")
+    nan = np.isnan(times)
+    if nan.any():
+        i = int(np.argmax(nan))
+        raise ValueError(f"token_times[{i}] is {times[i]}; expected a time in seconds")
+    down = np.diff(times) < 0.0
+    if down.any():
+        i = int(np.argmax(down)) + 1
+        raise ValueError(
+            f"token_times must be non-decreasing: token_times[{i}] = {times[i]} "
+            f"< token_times[{i - 1}] = {times[i - 1]}"
+        )
+    early = times < arrival
+    if early.any():
+        i = int(np.argmax(early))
+        raise ValueError(f"token_times[{i}] = {times[i]} is before the request's arrival {arrival}")
+
+
+def _check_target_arrays(arrival_s: np.ndarray, ttft_s: np.ndarray, tds: np.ndarray) -> None:
+    for name, bad, expected in (
+        ("arrival_s", np.isnan(arrival_s), "a number of seconds"),
+        ("ttft_s", ~(ttft_s >= 0.0), "a non-negative number of seconds"),
+        ("tds_tok_s", ~((tds > 0.0) & np.isfinite(tds)), "a finite positive tokens/s"),
+    ):
+        if bad.any():
+            i = int(np.argmax(bad))
+            value = {"arrival_s": arrival_s, "ttft_s": ttft_s, "tds_tok_s": tds}[name][i]
+            raise ValueError(f"{name}[{i}] = {value}; expected {expected}")
+
+
+# --------------------------------------------------------------------------------------
+# The definition, on O(1) summaries
+# --------------------------------------------------------------------------------------
+
+
+def _area_qoe(
+    n: np.ndarray,
+    last_consume_s: np.ndarray,
+    actual_area: np.ndarray,
+    arrival_s: np.ndarray,
+    ttft_s: np.ndarray,
+    tds: np.ndarray,
+) -> np.ndarray:
+    """Paper v1 area form: ``S_actual / S_expected`` over ``[t0, a_n]``, clipped to [0, 1].
+
+    ``S_actual = sum_i (a_n - a_i)`` counts token i as consumed from ``a_i`` on.
+    ``S_expected = int_{t0}^{a_n} min(max(tds (t - t0 - ttft), 0), n) dt``; with
+    ``T = a_n - t0 - ttft`` it is 0 if ``T <= 0``, ``tds T^2 / 2`` if ``T <= n / tds``,
+    else ``n^2 / (2 tds) + n (T - n / tds)``.
+
+    Why the clip: the expected curve is a continuous ramp that reaches i tokens only at
+    ``e_i + 1/tds``, while the actual curve is a step that counts token i from ``a_i``.
+    So an on-time response already has ``S_actual / S_expected = n / (n - 1) > 1``, and a
+    response whose tokens come before their ideal times scores higher still. Early
+    delivery earns nothing under the delay form either, so ratios above 1 are cut to 1.
+    A timeline whose last token is consumed by ``t0 + ttft`` has ``S_expected == 0`` and
+    scores 1.
+    """
+    span = last_consume_s - arrival_s - ttft_s
+    ramp_s = n / tds
+    expected = np.where(
+        span <= ramp_s,
+        0.5 * tds * span * span,
+        n * n / (2.0 * tds) + n * (span - ramp_s),
+    )
+    has_expected = span > ON_TIME_TOL_S
+    ratio = np.divide(actual_area, expected, out=np.ones_like(expected), where=has_expected)
+    return np.clip(ratio, 0.0, 1.0)
+
+
+def _qoe_from_summary(
+    n: np.ndarray,
+    last_consume_s: np.ndarray,
+    sum_consume_s: np.ndarray,
+    sum_delay_s: np.ndarray,
+    arrival_s: np.ndarray,
+    ttft_s: np.ndarray,
+    tds: np.ndarray,
+    variant: str,
+) -> np.ndarray:
+    """QoE of timelines given by their summaries (n, a_n, sum a_i, S_delay); 0 where n == 0.
+
+    Args:
+        n: Number of tokens of each timeline (int or float array).
+        last_consume_s: ``a_n`` (ignored where n == 0).
+        sum_consume_s: ``sum_i a_i``.
+        sum_delay_s: ``S_delay``.
+        arrival_s: Arrival times ``t0``.
+        ttft_s: TTFT targets.
+        tds: TDS targets (tokens/s).
+        variant: One of ``VARIANTS``.
+
+    Returns:
+        QoE per timeline, float64 in [0, 1].
+    """
+    n = np.asarray(n, dtype=np.float64)
+    has_tokens = n > 0
+    last = np.where(has_tokens, last_consume_s, 0.0)
+    # sum_i (a_n - a_i); rounding can make it a hair negative.
+    actual_area = np.maximum(n * last - sum_consume_s, 0.0)
+    if variant == "area":
+        q = _area_qoe(n, last, actual_area, arrival_s, ttft_s, tds)
+    else:
+        # delay_fixed normalizes by the ideal timeline's own area instead.
+        area = actual_area if variant == "delay" else n * (n - 1.0) / (2.0 * tds)
+        late = sum_delay_s > ON_TIME_TOL_S * n
+        # QoE = 1 - D / (D + W) = W / (D + W); D > 0 wherever late, so no 0/0.
+        q = np.divide(area, sum_delay_s + area, out=np.ones_like(area), where=late)
+    return np.where(has_tokens, q, 0.0)
+
+
+def consumption_times(token_times: np.ndarray, *, tds: float) -> np.ndarray:
+    """Actual consumption times ``a_i`` of delivered tokens (client paced at ``tds``).
+
+    ``a_1 = d_1``, ``a_i = max(d_i, a_{i-1} + 1/tds)``, computed without a loop as
+    ``a_i = (i - 1)/tds + max_{j <= i} (d_j - (j - 1)/tds)``.
+
+    Args:
+        token_times: Delivery times ``d_i`` in seconds, in order.
+        tds: Target token delivery speed, tokens/s.
+
+    Returns:
+        ``a_i`` as a float64 array of the same length.
+    """
+    d = np.asarray(token_times, dtype=np.float64)
+    offsets_s = np.arange(d.size, dtype=np.float64) / tds
+    return offsets_s + np.maximum.accumulate(d - offsets_s)
+
+
+def qoe(
+    token_times: np.ndarray | list[float],
+    *,
+    arrival: float,
+    ttft: float,
+    tds: float,
+    variant: str = "delay",
+) -> float:
+    """QoE of one streamed response (the batch definition, ANDES_SPEC section 1).
+
+    Args:
+        token_times: Absolute delivery times of the tokens, in seconds, in order.
+        arrival: Arrival time ``t0`` of the request, seconds.
+        ttft: Target time to first token, seconds (>= 0).
+        tds: Target token delivery speed, tokens/s (> 0).
+        variant: One of ``VARIANTS``.
+
+    Returns:
+        QoE in [0, 1]; 0.0 when no token was delivered.
+
+    Raises:
+        ValueError: For an unknown variant, NaN arrival, NaN or negative ttft, tds not
+            finite and positive, NaN or decreasing token times, or a token before arrival.
+    """
+    _check_variant(variant)
+    arrival, ttft, tds = float(arrival), float(ttft), float(tds)
+    _check_targets(arrival, ttft, tds)
+    d = np.asarray(token_times, dtype=np.float64)
+    _check_token_times(d, arrival)
+    if d.size == 0:
+        return 0.0
+    a = consumption_times(d, tds=tds)
+    e = (arrival + ttft) + np.arange(d.size, dtype=np.float64) / tds
+    q = _qoe_from_summary(
+        np.array([d.size]),
+        a[-1:],
+        np.array([a.sum()]),
+        np.array([np.maximum(a - e, 0.0).sum()]),
+        np.array([arrival]),
+        np.array([ttft]),
+        np.array([tds]),
+        variant,
+    )
+    return float(q[0])
+
+
+# --------------------------------------------------------------------------------------
+# Running summaries
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class QoEState:
+    """Struct of arrays: the O(1)-size running summary of each request's timeline.
+
+    Row i describes request i after ``k = num_tokens[i]`` delivered tokens.
+
+    Attributes:
+        arrival_s: Arrival time ``t0`` (float64).
+        ttft_s: TTFT *target* (float64); the measured TTFT is ``ttft_s(state)``.
+        tds_tok_s: TDS target, tokens/s (float64).
+        num_tokens: Tokens delivered so far, ``k`` (int64).
+        last_consume_s: ``a_k`` (NaN when k == 0).
+        sum_consume_s: ``sum_i a_i``.
+        sum_delay_s: ``sum_i max(a_i - e_i, 0)``.
+        first_token_s: ``d_1`` (NaN when k == 0).
+        last_token_s: ``d_k`` (NaN when k == 0).
+    """
+
+    arrival_s: np.ndarray
+    ttft_s: np.ndarray
+    tds_tok_s: np.ndarray
+    num_tokens: np.ndarray
+    last_consume_s: np.ndarray
+    sum_consume_s: np.ndarray
+    sum_delay_s: np.ndarray
+    first_token_s: np.ndarray
+    last_token_s: np.ndarray
+
+    @classmethod
+    def new(
+        cls,
+        arrival_s: np.ndarray | float,
+        ttft_s: np.ndarray | float,
+        tds_tok_s: np.ndarray | float,
+    ) -> QoEState:
+        """State of requests with no token delivered yet (inputs broadcast to 1-D).
+
+        Raises:
+            ValueError: For NaN arrivals, NaN or negative TTFT targets, or TDS targets
+                that are not finite and positive.
+        """
+        arrival, ttft, tds = (
+            np.array(x, dtype=np.float64)
+            for x in np.broadcast_arrays(np.atleast_1d(arrival_s), ttft_s, tds_tok_s)
+        )
+        _check_target_arrays(arrival, ttft, tds)
+        n = arrival.size
+        nan = np.full(n, np.nan)
+        return cls(
+            arrival_s=arrival,
+            ttft_s=ttft,
+            tds_tok_s=tds,
+            num_tokens=np.zeros(n, dtype=np.int64),
+            last_consume_s=nan.copy(),
+            sum_consume_s=np.zeros(n),
+            sum_delay_s=np.zeros(n),
+            first_token_s=nan.copy(),
+            last_token_s=nan,
+        )
+
+    def take(self, idx: np.ndarray | slice | int) -> QoEState:
+        """Copy of rows ``idx`` (an int selects a single row, kept 1-D)."""
+        if isinstance(idx, int | np.integer):
+            idx = [idx]
+        return QoEState(**{f.name: np.array(getattr(self, f.name)[idx]) for f in fields(self)})
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+def qoe_of_state(state: QoEState, variant: str = "delay") -> np.ndarray:
+    """QoE of the tokens delivered so far (equals ``qoe()`` on them; 0 where k == 0).
+
+    Args:
+        state: Running summaries.
+        variant: One of ``VARIANTS``.
+
+    Returns:
+        float64 array of length ``len(state)``.
+    """
+    _check_variant(variant)
+    return _qoe_from_summary(
+        state.num_tokens,
+        state.last_consume_s,
+        state.sum_consume_s,
+        state.sum_delay_s,
+        state.arrival_s,
+        state.ttft_s,
+        state.tds_tok_s,
+        variant,
+    )
+
+
+def ttft_s(state: QoEState) -> np.ndarray:
+    """Measured time to first token ``d_1 - t0`` (NaN where no token was delivered)."""
+    return state.first_token_s - state.arrival_s
+
+
+def mean_tbt_s(state: QoEState) -> np.ndarray:
+    """Mean time between tokens ``(d_k - d_1) / (k - 1)`` (NaN where k < 2)."""
+    gaps = state.num_tokens - 1.0
+    span_s = state.last_token_s - state.first_token_s
+    return np.divide(span_s, gaps, out=np.full(len(state), np.nan), where=gaps > 0)
+
+
+# --------------------------------------------------------------------------------------
+# Prediction on projected timelines
+# --------------------------------------------------------------------------------------
+
+
+def _sum_max_affine(c: np.ndarray, b: np.ndarray, delta: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``sum_{j=1..m} max(c, b + (j - 1) delta)`` for ``delta >= 0``; ``c`` may be -inf.
+
+    The affine part is nondecreasing, so the first ``cnt`` terms take ``c`` and the rest
+    form an arithmetic series.
+    """
+    step = delta > 0.0
+    ratio = np.divide(c - b, delta, out=np.zeros_like(b), where=step)
+    cnt = np.where(step, np.floor(ratio) + 1.0, np.where(b <= c, m, 0.0))
+    cnt = np.clip(cnt, 0.0, m)
+    const_part = cnt * np.where(cnt > 0.0, c, 0.0)  # c == -inf only where cnt == 0
+    affine_part = (m - cnt) * b + delta * 0.5 * (m * (m - 1.0) - cnt * (cnt - 1.0))
+    return const_part + affine_part
+
+
+@dataclass
+class _Projection:
+    """Summary of a projected timeline: n, a_n, sum a_i, S_delay (float arrays)."""
+
+    n: np.ndarray
+    last_consume_s: np.ndarray
+    sum_consume_s: np.ndarray
+    sum_delay_s: np.ndarray
+
+
+def _project_served(
+    proj: _Projection,
+    e1_s: np.ndarray,
+    tds: np.ndarray,
+    now_s: float,
+    num_served: np.ndarray,
+    rate: np.ndarray,
+) -> _Projection:
+    """Append tokens delivered at ``now + m / r``, m = 1..M.
+
+    With ``A = a_k`` (-inf for k == 0) and ``rho = min(r, tds)``:
+    ``a_{k+m} = max(A + m/tds, now + 1/r + (m-1)/rho)``, so relative to
+    ``e_{k+m} = e_{k+1} + (m-1)/tds`` the lateness ``a - e`` is
+    ``max(c_A, c_B + (m-1) delta)`` with ``c_A = A + 1/tds - e_{k+1}``,
+    ``c_B = now + 1/r - e_{k+1}`` and ``delta = 1/rho - 1/tds >= 0``.
+    """
+    k, m = proj.n, num_served
+    r = np.where(rate > 0.0, rate, 1.0)  # r only matters where M > 0, which needs r > 0
+    delta = 1.0 / np.minimum(r, tds) - 1.0 / tds  # exactly 0 when r >= tds
+    e_next = e1_s + k / tds
+    c_a = np.where(k > 0, proj.last_consume_s + 1.0 / tds - e_next, -np.inf)
+    c_b = now_s + 1.0 / r - e_next
+    sum_late = _sum_max_affine(c_a, c_b, delta, m)
+    sum_delay = _sum_max_affine(np.maximum(c_a, 0.0), c_b, delta, m)
+    sum_ideal = m * e_next + 0.5 * m * (m - 1.0) / tds
+    last_late = np.maximum(c_a, c_b + (m - 1.0) * delta)
+    last = np.where(m > 0, e_next + (m - 1.0) / tds + last_late, proj.last_consume_s)
+    return _Projection(
+        n=k + m,
+        last_consume_s=last,
+        sum_consume_s=proj.sum_consume_s + np.where(m > 0, sum_ideal + sum_late, 0.0),
+        sum_delay_s=proj.sum_delay_s + np.where(m > 0, sum_delay, 0.0),
+    )
+
+
+def _project_pending(
+    proj: _Projection,
+    e1_s: np.ndarray,
+    tds: np.ndarray,
+    horizon_s: float,
+    num_pending: np.ndarray,
+) -> _Projection:
+    """Append ``P`` tokens all delivered at the horizon ``H``.
+
+    Consumption starts at ``max(H, a_last + 1/tds)`` and is spaced ``1/tds``, exactly as
+    the ideal times are, so every pending token has the same lateness.
+    """
+    p = num_pending
+    start = np.fmax(horizon_s, proj.last_consume_s + 1.0 / tds)  # NaN a_last -> H
+    late = np.maximum(start - (e1_s + proj.n / tds), 0.0)
+    has_p = p > 0
+    added_consume_s = np.where(has_p, p * start + 0.5 * p * (p - 1.0) / tds, 0.0)
+    return _Projection(
+        n=proj.n + p,
+        last_consume_s=np.where(has_p, start + (p - 1.0) / tds, proj.last_consume_s),
+        sum_consume_s=proj.sum_consume_s + added_consume_s,
+        sum_delay_s=proj.sum_delay_s + p * late,
+    )
+
+
+def _broadcast_rate(rate_tok_s: np.ndarray | float, n: int) -> np.ndarray:
+    rate = np.broadcast_to(np.asarray(rate_tok_s, dtype=np.float64), (n,))
+    bad = ~((rate >= 0.0) & np.isfinite(rate))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"rate_tok_s[{i}] = {rate[i]}; expected a finite rate >= 0 tokens/s")
+    return rate
+
+
+def _check_predict_args(now_s: float, horizon_s: float, pending: str, has_total: bool) -> None:
+    if pending not in PENDING_MODES:
+        raise ValueError(f"unknown pending mode {pending!r}; expected one of {PENDING_MODES}")
+    if pending == "all" and not has_total:
+        raise ValueError('pending="all" needs total_tokens (the requests\' output lengths)')
+    if not math.isfinite(now_s):
+        raise ValueError(f"now_s must be a finite time in seconds, got {now_s}")
+    if not horizon_s >= now_s:
+        raise ValueError(f"horizon_s = {horizon_s} must be >= now_s = {now_s}")
+
+
+def predict_qoe(
+    state: QoEState,
+    *,
+    now_s: float,
+    horizon_s: float,
+    rate_tok_s: np.ndarray | float,
+    variant: str = "delay",
+    total_tokens: np.ndarray | None = None,
+    pending: str = "due",
+) -> np.ndarray:
+    """QoE of each request's projected timeline at ``horizon_s`` (vectorized, O(1) each).
+
+    The projection, per request:
+
+    1. Served: tokens delivered at ``now_s + m / r`` for m = 1..M, with
+       ``M = floor((horizon_s - now_s) r + 1e-9)`` (0 where ``r == 0``, i.e. waiting),
+       capped by ``total_tokens - k`` when given.
+    2. Pending, delivered at ``horizon_s`` (the lower-bound rule of ANDES_SPEC section 1):
+       ``"due"``: the tokens whose ideal time ``e_j <= horizon_s`` (capped by
+       ``total_tokens`` when given) not delivered yet; ``"all"``: every remaining token up
+       to ``total_tokens``.
+    3. The QoE (``variant``) of delivered + served + pending tokens.
+
+    A projected timeline with no token at all (nothing delivered, served or due) scores
+    1.0, not 0 as ``qoe([])`` does: nothing is late yet, and a request still inside its
+    TTFT target should not look like the worst request to a scheduler.
+
+    ``predict_qoe(s, now_s=t, horizon_s=t, rate_tok_s=0, pending="all", total_tokens=n)``
+    is ``qoe_of_state(s)`` for finished requests (k == n >= 1) and the truncation lower
+    bound (remaining tokens delivered at t) for unfinished ones.
+
+    Args:
+        state: Running summaries; ``now_s`` should not precede their last deliveries.
+        now_s: Current time, seconds.
+        horizon_s: End of the look-ahead, seconds (>= now_s).
+        rate_tok_s: Delivery rate while served, tokens/s, per request or scalar; 0 means
+            the request waits.
+        variant: One of ``VARIANTS``.
+        total_tokens: Output lengths (per request or scalar), or None when unknown.
+        pending: One of ``PENDING_MODES``.
+
+    Returns:
+        float64 array of length ``len(state)``.
+
+    Raises:
+        ValueError: For an unknown variant or pending mode, ``pending="all"`` without
+            ``total_tokens``, ``horizon_s < now_s``, or a negative or non-finite rate.
+    """
+    _check_variant(variant)
+    _check_predict_args(now_s, horizon_s, pending, total_tokens is not None)
+    n_req = len(state)
+    rate = _broadcast_rate(rate_tok_s, n_req)
+    tds = state.tds_tok_s
+    e1_s = state.arrival_s + state.ttft_s
+    proj = _Projection(
+        n=state.num_tokens.astype(np.float64),
+        last_consume_s=state.last_consume_s,
+        sum_consume_s=state.sum_consume_s,
+        sum_delay_s=state.sum_delay_s,
+    )
+    total = None
+    if total_tokens is not None:
+        total = np.broadcast_to(np.asarray(total_tokens, dtype=np.float64), (n_req,))
+
+    num_served = np.maximum(np.floor((horizon_s - now_s) * rate + _COUNT_SLACK), 0.0)
+    if total is not None:
+        num_served = np.minimum(num_served, np.maximum(total - proj.n, 0.0))
+    proj = _project_served(proj, e1_s, tds, now_s, num_served, rate)
+
+    if pending == "all":
+        target = total
+    else:
+        target = np.maximum(np.floor((horizon_s - e1_s) * tds + _COUNT_SLACK) + 1.0, 0.0)
+        if total is not None:
+            target = np.minimum(target, total)
+    proj = _project_pending(proj, e1_s, tds, horizon_s, np.maximum(target - proj.n, 0.0))
+
+    q = _qoe_from_summary(
+        proj.n,
+        proj.last_consume_s,
+        proj.sum_consume_s,
+        proj.sum_delay_s,
+        state.arrival_s,
+        state.ttft_s,
+        tds,
+        variant,
+    )
+    return np.where(proj.n > 0, q, 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Growable tracker
+# --------------------------------------------------------------------------------------
+
+_FLOAT_FIELDS = (
+    "arrival_s",
+    "ttft_s",
+    "tds_tok_s",
+    "last_consume_s",
+    "sum_consume_s",
+    "sum_delay_s",
+    "first_token_s",
+    "last_token_s",
+)
+
+
+class QoETracker:
+    """Growable per-request accumulator: O(1) work per delivered token, vectorized.
+
+    Rows are requests, in the order ``add`` was called. ``deliver`` updates the running
+    summaries of many requests in a few numpy operations; ``state`` exposes them as a
+    ``QoEState`` of views. Only plain numpy arrays and ints are held, so it pickles.
+
+    Args:
+        capacity: Rows allocated up front; the arrays double when full.
+        record_token_times: Also keep every delivery time (a flat log, for debugging and
+            tests), readable with ``token_times``.
+    """
+
+    def __init__(self, capacity: int = 64, record_token_times: bool = False) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._size = 0
+        self._record = bool(record_token_times)
+        self._num_tokens = np.zeros(capacity, dtype=np.int64)
+        for name in _FLOAT_FIELDS:
+            setattr(self, "_" + name, np.full(capacity, np.nan))
+        self._e1_s = np.full(capacity, np.nan)  # t0 + ttft, the first ideal time
+        self._log_len = 0
+        self._log_rows = np.zeros(capacity if self._record else 0, dtype=np.int64)
+        self._log_times_s = np.zeros(capacity if self._record else 0)
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def capacity(self) -> int:
+        """Rows currently allocated."""
+        return len(self._num_tokens)
+
+    def _grow(self, needed: int) -> None:
+        new_cap = max(needed, 2 * self.capacity)
+        for name in ("_num_tokens", "_e1_s", *("_" + f for f in _FLOAT_FIELDS)):
+            old = getattr(self, name)
+            fill = 0 if old.dtype == np.int64 else np.nan
+            new = np.full(new_cap, fill, dtype=old.dtype)
+            new[: self._size] = old[: self._size]
+            setattr(self, name, new)
+
+    def add(
+        self,
+        arrival_s: np.ndarray | float,
+        ttft_s: np.ndarray | float,
+        tds_tok_s: np.ndarray | float,
+    ) -> np.ndarray:
+        """Add requests (scalars or arrays, broadcast together) with no token yet.
+
+        Returns:
+            The new rows' indices (int64).
+
+        Raises:
+            ValueError: For NaN arrivals, NaN or negative TTFT targets, or TDS targets
+                that are not finite and positive.
+        """
+        arrival, ttft, tds = (
+            np.asarray(x, dtype=np.float64)
+            for x in np.broadcast_arrays(np.atleast_1d(arrival_s), ttft_s, tds_tok_s)
+        )
+        if arrival.ndim != 1:
+            raise ValueError(f"add() takes scalars or 1-D arrays, got shape {arrival.shape}")
+        _check_target_arrays(arrival, ttft, tds)
+        lo, hi = self._size, self._size + arrival.size
+        if hi > self.capacity:
+            self._grow(hi)
+        self._arrival_s[lo:hi] = arrival
+        self._ttft_s[lo:hi] = ttft
+        self._tds_tok_s[lo:hi] = tds
+        self._e1_s[lo:hi] = arrival + ttft
+        self._num_tokens[lo:hi] = 0
+        self._sum_consume_s[lo:hi] = 0.0
+        self._sum_delay_s[lo:hi] = 0.0
+        for name in ("_last_consume_s", "_first_token_s", "_last_token_s"):
+            getattr(self, name)[lo:hi] = np.nan
+        self._size = hi
+        return np.arange(lo, hi, dtype=np.int64)
+
+    def _bad_delivery(self, idx: np.ndarray, t_s: np.ndarray, ok: np.ndarray) -> ValueError:
+        j = int(np.argmax(~ok))
+        row = int(idx[j])
+        t = float(np.broadcast_to(t_s, ok.shape)[j])
+        if not 0 <= row < self._size:
+            return ValueError(f"row {row} is not a request of this tracker (size {self._size})")
+        return ValueError(
+            f"delivery time {t} for row {row} is NaN or earlier than its arrival "
+            f"{self._arrival_s[row]} or its previous delivery {self._last_token_s[row]}"
+        )
+
+    def deliver(self, idx: np.ndarray, t_s: float | np.ndarray) -> None:
+        """Deliver one token to each request in ``idx`` at ``t_s`` (scalar or per row).
+
+        The hot path of the simulators: a fixed number of numpy operations on
+        ``len(idx)`` elements, independent of the tracker's size.
+
+        Args:
+            idx: Unique row indices (int array). Duplicates are not detected and give
+                wrong results.
+            t_s: Delivery time(s) in seconds.
+
+        Raises:
+            ValueError: If a time is NaN, earlier than the row's arrival or previous
+                delivery, or a row was never added; nothing is updated then.
+        """
+        idx = np.asarray(idx)
+        last_token = self._last_token_s[idx]
+        # Unused rows hold NaN arrivals, and NaN compares False: one check covers all.
+        ok = t_s >= np.fmax(self._arrival_s[idx], last_token)
+        if not ok.all():
+            raise self._bad_delivery(idx, np.asarray(t_s), np.atleast_1d(ok))
+        k = self._num_tokens[idx]
+        tds = self._tds_tok_s[idx]
+        # a = max(d, a_prev + 1/tds); fmax skips the NaN a_prev of a first token.
+        consume = np.fmax(t_s, self._last_consume_s[idx] + 1.0 / tds)
+        late = np.maximum(consume - (self._e1_s[idx] + k / tds), 0.0)
+        self._num_tokens[idx] = k + 1
+        self._last_consume_s[idx] = consume
+        self._sum_consume_s[idx] += consume
+        self._sum_delay_s[idx] += late
+        # fmin keeps d_1: NaN before the first token, and later times are never smaller.
+        self._first_token_s[idx] = np.fmin(self._first_token_s[idx], t_s)
+        self._last_token_s[idx] = t_s
+        if self._record:
+            self._log(idx, np.broadcast_to(t_s, idx.shape))
+
+    def deliver_many(self, i: int, times: np.ndarray) -> None:
+        """Deliver several tokens to request ``i`` (times in seconds, non-decreasing).
+
+        Raises:
+            ValueError: If the times are NaN, decrease, or start before the request's
+                arrival or previous delivery, or ``i`` was never added.
+        """
+        if not 0 <= i < self._size:
+            raise ValueError(f"row {i} is not a request of this tracker (size {self._size})")
+        d = np.asarray(times, dtype=np.float64).ravel()
+        if d.size == 0:
+            return
+        ok = np.all(np.diff(d) >= 0.0) and not np.isnan(d).any()
+        if not (ok and d[0] >= np.fmax(self._arrival_s[i], self._last_token_s[i])):
+            raise ValueError(
+                f"delivery times for row {i} must be non-decreasing, not NaN and not before "
+                f"its arrival {self._arrival_s[i]} or previous delivery "
+                f"{self._last_token_s[i]}; got {d}"
+            )
+        k, tds = int(self._num_tokens[i]), float(self._tds_tok_s[i])
+        # a_{k+j} = j/tds + max(a_k, max_{l<=j}(d_l - l/tds)), j, l = 1..m
+        offsets_s = np.arange(1, d.size + 1, dtype=np.float64) / tds
+        consume = offsets_s + np.fmax(self._last_consume_s[i], np.maximum.accumulate(d - offsets_s))
+        ideal = self._e1_s[i] + np.arange(k, k + d.size, dtype=np.float64) / tds
+        self._num_tokens[i] = k + d.size
+        self._last_consume_s[i] = consume[-1]
+        self._sum_consume_s[i] += consume.sum()
+        self._sum_delay_s[i] += np.maximum(consume - ideal, 0.0).sum()
+        self._first_token_s[i] = np.fmin(self._first_token_s[i], d[0])
+        self._last_token_s[i] = d[-1]
+        if self._record:
+            self._log(np.full(d.size, i, dtype=np.int64), d)
+
+    def _log(self, rows: np.ndarray, times_s: np.ndarray) -> None:
+        lo, hi = self._log_len, self._log_len + rows.size
+        if hi > self._log_rows.size:
+            cap = max(hi, 2 * self._log_rows.size)
+            self._log_rows = np.resize(self._log_rows, cap)
+            self._log_times_s = np.resize(self._log_times_s, cap)
+        self._log_rows[lo:hi] = rows
+        self._log_times_s[lo:hi] = times_s
+        self._log_len = hi
+
+    @property
+    def state(self) -> QoEState:
+        """Views of the rows added so far (no copy: they change with later deliveries)."""
+        n = self._size
+        return QoEState(
+            num_tokens=self._num_tokens[:n],
+            **{name: getattr(self, "_" + name)[:n] for name in _FLOAT_FIELDS},
+        )
+
+    def qoe(self, idx: np.ndarray | None = None, variant: str = "delay") -> np.ndarray:
+        """QoE of the tokens delivered so far, for rows ``idx`` (all rows when None)."""
+        state = self.state if idx is None else self.state.take(idx)
+        return qoe_of_state(state, variant)
+
+    def token_times(self, i: int) -> np.ndarray:
+        """Delivery times of request ``i`` (needs ``record_token_times=True``).
+
+        Raises:
+            RuntimeError: If the tracker does not record token times.
+            IndexError: If ``i`` is not a row of the tracker.
+        """
+        if not self._record:
+            raise RuntimeError("token_times() needs a tracker built with record_token_times=True")
+        if not 0 <= i < self._size:
+            raise IndexError(f"row {i} is not a request of this tracker (size {self._size})")
+        n = self._log_len
+        return self._log_times_s[:n][self._log_rows[:n] == i]
+
+    def reset(self) -> None:
+        """Forget all requests, keeping the allocated memory."""
+        n = self._size
+        # Unused rows must hold NaN arrivals: deliver() relies on it to reject them.
+        self._arrival_s[:n] = np.nan
+        self._size = 0
+        self._log_len = 0

@@ -1,0 +1,146 @@
+"""Builds a `Workload` from a `WorkloadConfig` and a seed.
+
+The seed is split (numpy `SeedSequence.spawn`) into independent streams for arrivals,
+lengths and targets, so changing one part of a config leaves the draws of the others
+unchanged: two configs that differ only in their targets get identical arrivals and
+lengths for the same seed (common random numbers for A/B comparisons).
+
+Order of operations: arrivals (generated, or read from the trace, windowed and cut to
+`num_requests`) -> divided by `arrivals.rate_scale` -> lengths -> targets (TTFT from the
+final prompt lengths).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from andes_gym.workloads import arrivals, lengths
+from andes_gym.workloads.config import (
+    ArrivalConfig,
+    LengthConfig,
+    WorkloadConfig,
+    load_workload_config,
+)
+from andes_gym.workloads.spec import Workload
+from andes_gym.workloads.targets import draw_targets
+from andes_gym.workloads.traces import TraceData, read_trace
+
+
+def generate_arrivals(rng: np.random.Generator, cfg: ArrivalConfig, n: int) -> np.ndarray:
+    """`n` arrival times (seconds) from a generative arrival config (not "trace").
+
+    `rate_scale` is not applied here; `make_workload` applies it to every kind.
+    """
+    if cfg.kind == "poisson":
+        return arrivals.poisson(rng, cfg.rate_rps, n)
+    if cfg.kind == "gamma":
+        return arrivals.gamma(rng, cfg.rate_rps, cfg.cv, n)
+    if cfg.kind == "bursty":
+        return arrivals.cyclic_bursts(rng, cfg.rate_rps, cfg.intensity, cfg.duty, cfg.period_s, n)
+    raise ValueError(f"arrivals.kind={cfg.kind!r} is not generative; read the trace instead")
+
+
+def _clip_kwargs(cfg: LengthConfig) -> dict[str, int]:
+    """The clips the config sets explicitly (None keeps the generator's own default)."""
+    clips = {"max_prompt_tokens": cfg.max_prompt_tokens, "max_output_tokens": cfg.max_output_tokens}
+    return {key: value for key, value in clips.items() if value is not None}
+
+
+def generate_lengths(
+    rng: np.random.Generator, cfg: LengthConfig, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(prompt_tokens, output_tokens)` for `n` requests from a generative length config."""
+    clips = _clip_kwargs(cfg)
+    if cfg.kind == "sharegpt":
+        return lengths.sharegpt(rng, n, scale=cfg.scale, **clips)
+    if cfg.kind == "summarization":
+        return lengths.summarization(rng, n, scale=cfg.scale, **clips)
+    if cfg.kind == "fixed":
+        return lengths.fixed(cfg.prompt_tokens, cfg.output_tokens, n, scale=cfg.scale, **clips)
+    if cfg.kind == "uniform":
+        (p_lo, p_hi), (o_lo, o_hi) = cfg.prompt_range, cfg.output_range
+        return lengths.uniform(rng, p_lo, p_hi, o_lo, o_hi, n, scale=cfg.scale, **clips)
+    raise ValueError(f"lengths.kind={cfg.kind!r} is not generative; it comes from the trace")
+
+
+def load_trace_rows(cfg: WorkloadConfig) -> TraceData:
+    """The trace rows a trace-based config uses: read, windowed, cut to `num_requests`.
+
+    Raises:
+        ValueError: If the window holds no request, or fewer than `num_requests`.
+        TraceError: If the file is malformed.
+    """
+    arr = cfg.arrivals
+    trace = read_trace(
+        arr.trace_path, arr.trace_format, model=arr.trace_model, log_type=arr.trace_log_type
+    )
+    if arr.trace_window_s is not None:
+        trace = trace.window(*arr.trace_window_s)
+    if len(trace) == 0:
+        raise ValueError(
+            f"{arr.trace_path}: no requests in window {arr.trace_window_s} "
+            f"({trace.num_dropped} rows dropped by the reader)"
+        )
+    if cfg.num_requests is not None:
+        if cfg.num_requests > len(trace):
+            raise ValueError(
+                f"{arr.trace_path}: num_requests={cfg.num_requests} but the trace "
+                f"(window {arr.trace_window_s}) holds only {len(trace)} requests"
+            )
+        trace = trace.select(slice(0, cfg.num_requests))
+    return trace
+
+
+def make_workload(cfg: WorkloadConfig | str | Path, seed: int) -> Workload:
+    """Builds the workload `cfg` describes; the same config and seed give identical arrays.
+
+    Args:
+        cfg: A config, or a YAML path / preset name for `load_workload_config`.
+        seed: Non-negative integer seed.
+
+    Returns:
+        The workload, named `cfg.name`.
+
+    Raises:
+        ValueError: On a bad seed or a config that cannot be realized (see the generators).
+        TraceError: If a trace file is malformed.
+    """
+    if not isinstance(cfg, WorkloadConfig):
+        cfg = load_workload_config(cfg)
+    if not (isinstance(seed, int | np.integer) and seed >= 0):
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    arrival_rng, length_rng, target_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(3)
+    )
+    trace = load_trace_rows(cfg) if cfg.arrivals.kind == "trace" else None
+    if trace is None:
+        n = cfg.num_requests
+        arrival_s = generate_arrivals(arrival_rng, cfg.arrivals, n)
+    else:
+        n = len(trace)
+        arrival_s = trace.arrival_s
+    arrival_s = arrival_s / cfg.arrivals.rate_scale
+
+    if cfg.lengths.kind == "trace":
+        max_prompt, max_output = cfg.lengths.max_prompt_tokens, cfg.lengths.max_output_tokens
+        prompt = lengths.scale_lengths(trace.prompt_tokens, cfg.lengths.scale, max_prompt)
+        output = lengths.scale_lengths(trace.output_tokens, cfg.lengths.scale, max_output)
+    else:
+        prompt, output = generate_lengths(length_rng, cfg.lengths, n)
+
+    ttft_s, tds_tok_s = draw_targets(target_rng, prompt, cfg.targets)
+    # Targets the trace carries win over drawn ones (drawing first keeps the stream fixed).
+    if trace is not None and trace.ttft_s is not None:
+        ttft_s = trace.ttft_s * cfg.targets.time_scale
+    if trace is not None and trace.tds_tok_s is not None:
+        tds_tok_s = trace.tds_tok_s / cfg.targets.time_scale
+    return Workload(
+        arrival_s=arrival_s,
+        prompt_tokens=prompt,
+        output_tokens=output,
+        ttft_s=ttft_s,
+        tds_tok_s=tds_tok_s,
+        name=cfg.name,
+    )

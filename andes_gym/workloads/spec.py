@@ -1,0 +1,147 @@
+"""Request specs and workloads: what arrives, when, how long, and what its user expects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One request of a workload.
+
+    Attributes:
+        request_id: Index of the request in its workload (arrival order).
+        arrival_s: Arrival time in seconds from the start of the workload.
+        prompt_tokens: Prompt length in tokens.
+        output_tokens: Number of output tokens the request generates (its true length).
+        ttft_s: Target time to first token, in seconds.
+        tds_tok_s: Target token delivery speed (the user's reading/listening speed), tokens/s.
+    """
+
+    request_id: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    ttft_s: float
+    tds_tok_s: float
+
+
+_FIELDS = ("arrival_s", "prompt_tokens", "output_tokens", "ttft_s", "tds_tok_s")
+
+
+@dataclass(frozen=True, eq=False)
+class Workload:
+    """A workload as a struct of arrays, sorted by arrival; request ids are 0..n-1.
+
+    Raises:
+        ValueError: When arrays differ in length, arrivals are unsorted, negative or not
+            finite, or a length or target is not positive.
+    """
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    ttft_s: np.ndarray
+    tds_tok_s: np.ndarray
+    name: str = field(default="workload")
+
+    def __post_init__(self) -> None:
+        casts = {
+            "arrival_s": np.float64,
+            "prompt_tokens": np.int64,
+            "output_tokens": np.int64,
+            "ttft_s": np.float64,
+            "tds_tok_s": np.float64,
+        }
+        for name, dtype in casts.items():
+            arr = np.ascontiguousarray(np.asarray(getattr(self, name)), dtype=dtype)
+            if arr.ndim != 1:
+                raise ValueError(f"Workload.{name} must be 1-D, got shape {arr.shape}")
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        n = len(self.arrival_s)
+        for name in _FIELDS:
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"Workload.{name} has {len(getattr(self, name))} entries, expected {n}"
+                )
+        for name in ("arrival_s", "ttft_s", "tds_tok_s"):
+            bad = ~np.isfinite(getattr(self, name))
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"Workload.{name}[{i}] = {getattr(self, name)[i]} is not finite")
+        _check(self.arrival_s >= 0, "arrival_s", self.arrival_s, ">= 0")
+        _check(np.diff(self.arrival_s) >= 0, "arrival_s", self.arrival_s[1:], "sorted")
+        _check(self.prompt_tokens >= 1, "prompt_tokens", self.prompt_tokens, ">= 1")
+        _check(self.output_tokens >= 1, "output_tokens", self.output_tokens, ">= 1")
+        _check(self.ttft_s >= 0, "ttft_s", self.ttft_s, ">= 0")
+        _check(self.tds_tok_s > 0, "tds_tok_s", self.tds_tok_s, "> 0")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    def __getitem__(self, i: int) -> RequestSpec:
+        return RequestSpec(
+            request_id=int(i),
+            arrival_s=float(self.arrival_s[i]),
+            prompt_tokens=int(self.prompt_tokens[i]),
+            output_tokens=int(self.output_tokens[i]),
+            ttft_s=float(self.ttft_s[i]),
+            tds_tok_s=float(self.tds_tok_s[i]),
+        )
+
+    def requests(self) -> list[RequestSpec]:
+        """All requests as specs, in arrival order."""
+        return [self[i] for i in range(len(self))]
+
+    @classmethod
+    def from_requests(cls, requests: list[RequestSpec], name: str = "workload") -> Workload:
+        """Builds a workload from specs (sorted by arrival; ids are reassigned in that order)."""
+        reqs = sorted(requests, key=lambda r: r.arrival_s)
+        return cls(**{f: np.array([getattr(r, f) for r in reqs]) for f in _FIELDS}, name=name)
+
+    @property
+    def duration_s(self) -> float:
+        """Time of the last arrival (0 for an empty workload)."""
+        return float(self.arrival_s[-1]) if len(self) else 0.0
+
+    def select(self, mask: np.ndarray, name: str | None = None) -> Workload:
+        """The sub-workload of the requests where `mask` is true."""
+        return Workload(
+            **{f: getattr(self, f)[mask] for f in _FIELDS}, name=name or self.name
+        )
+
+    def slice_time(self, start_s: float, end_s: float) -> Workload:
+        """Requests arriving in [start_s, end_s), re-based so the window starts at 0."""
+        if not end_s > start_s:
+            raise ValueError(f"slice_time: end_s={end_s} must exceed start_s={start_s}")
+        mask = (self.arrival_s >= start_s) & (self.arrival_s < end_s)
+        sub = self.select(mask)
+        return sub.replace(arrival_s=sub.arrival_s - start_s)
+
+    def scale_rate(self, factor: float) -> Workload:
+        """The same requests arriving `factor` times as fast (arrival times divided by it)."""
+        if not (np.isfinite(factor) and factor > 0):
+            raise ValueError(f"scale_rate: factor must be a positive number, got {factor}")
+        return self.replace(arrival_s=self.arrival_s / factor)
+
+    def replace(self, **changes) -> Workload:
+        """A copy with some arrays (or the name) replaced."""
+        kwargs = {f: getattr(self, f) for f in _FIELDS}
+        kwargs["name"] = self.name
+        kwargs.update(changes)
+        return Workload(**kwargs)
+
+    def equals(self, other: Workload) -> bool:
+        """True when both workloads hold identical requests."""
+        return len(self) == len(other) and all(
+            np.array_equal(getattr(self, f), getattr(other, f)) for f in _FIELDS
+        )
+
+
+def _check(ok: np.ndarray, name: str, values: np.ndarray, expected: str) -> None:
+    if not np.all(ok):
+        i = int(np.argmin(ok))
+        raise ValueError(f"Workload.{name}[{i}] = {values[i]} violates: expected {expected}")
