@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from andes_gym.workloads import WorkloadConfig, load_workload_config, make_workload
+from andes_gym.workloads.generate import load_trace_rows
 from andes_gym.workloads.spec import Workload
+from andes_gym.workloads.traces import TraceData
 
 
 @dataclass(frozen=True)
 class ConfigWorkloads:
-    """Each episode is a fresh seeded draw of a workload config."""
+    """Each episode is a fresh seeded draw of a workload config.
+
+    A trace-based config reads its file once, here, so `reset` never touches disk.
+    """
 
     config: WorkloadConfig
+    trace: TraceData | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.trace is None and self.config.arrivals.kind == "trace":
+            object.__setattr__(self, "trace", load_trace_rows(self.config))
 
     def sample(self, seed: int) -> Workload:
-        return make_workload(self.config, seed)
+        return make_workload(self.config, seed, trace=self.trace)
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,9 @@ class ArrivalConfig:
             is resolved against that file's directory.
         trace_format: "project" (arrival_s,prompt_tokens,output_tokens[,ttft_s,tds_tok_s]),
             "azure" (Azure LLM inference trace) or "burstgpt".
-        trace_window_s: Optional (start_s, end_s) window of the trace, in seconds from its
-            first request; the window is re-based to start at 0.
+        trace_window_s: Optional (start_s, end_s) window of the trace's times (for azure
+            and burstgpt, seconds after the first kept request; for project files, the
+            file's own arrival_s); the window is re-based to start at 0.
         trace_model: BurstGPT only: keep only rows whose Model equals this (e.g. "ChatGPT").
         trace_log_type: BurstGPT only: keep only rows whose Log Type equals this.
         rate_scale: Multiplies the arrival rate after generation / windowing (arrival times

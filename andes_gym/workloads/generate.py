@@ -93,12 +93,16 @@ def load_trace_rows(cfg: WorkloadConfig) -> TraceData:
     return trace
 
 
-def make_workload(cfg: WorkloadConfig | str | Path, seed: int) -> Workload:
+def make_workload(
+    cfg: WorkloadConfig | str | Path, seed: int, trace: TraceData | None = None
+) -> Workload:
     """Builds the workload `cfg` describes; the same config and seed give identical arrays.
 
     Args:
         cfg: A config, or a YAML path / preset name for `load_workload_config`.
         seed: Non-negative integer seed.
+        trace: The rows of a trace-based config, already read with `load_trace_rows`
+            (so callers drawing many episodes read the file once); read here if None.
 
     Returns:
         The workload, named `cfg.name`.
@@ -114,7 +118,10 @@ def make_workload(cfg: WorkloadConfig | str | Path, seed: int) -> Workload:
     arrival_rng, length_rng, target_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(3)
     )
-    trace = load_trace_rows(cfg) if cfg.arrivals.kind == "trace" else None
+    if cfg.arrivals.kind != "trace":
+        trace = None
+    elif trace is None:
+        trace = load_trace_rows(cfg)
     if trace is None:
         n = cfg.num_requests
         arrival_s = generate_arrivals(arrival_rng, cfg.arrivals, n)

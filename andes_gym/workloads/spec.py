@@ -109,9 +109,7 @@ class Workload:
 
     def select(self, mask: np.ndarray, name: str | None = None) -> Workload:
         """The sub-workload of the requests where `mask` is true."""
-        return Workload(
-            **{f: getattr(self, f)[mask] for f in _FIELDS}, name=name or self.name
-        )
+        return Workload(**{f: getattr(self, f)[mask] for f in _FIELDS}, name=name or self.name)
 
     def slice_time(self, start_s: float, end_s: float) -> Workload:
         """Requests arriving in [start_s, end_s), re-based so the window starts at 0."""

@@ -17,7 +17,7 @@ tokens are dropped and counted in `TraceData.num_dropped`: BurstGPT logs failed 
 with 0 response tokens, and a request that streams nothing has no QoE to schedule for.
 
 Every problem in a file raises `TraceError` naming the file, the line number (1-based,
-the header is line 1) and the column.
+the header is line 1) and, when one cell or column is at fault, the column.
 """
 
 from __future__ import annotations
