@@ -384,98 +384,98 @@ def mean_tbt_s(state: QoEState) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def _sum_max_affine(c: np.ndarray, b: np.ndarray, delta: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``sum_{j=1..m} max(c, b + (j - 1) delta)`` for ``delta >= 0``; ``c`` may be -inf.
+# "No previous consumption" (k == 0) as a finite time, so that the closed forms below
+# need no masking: max(-1e30, x) = x, 0 * -1e30 = 0, and products with the huge inverse
+# slope below stay far from overflow.
+_NO_PREVIOUS_S = -1e30
+# Inverse slope used when the lateness of served tokens is constant (r >= tds): any count
+# above the number of served tokens clips to it.
+_MAX_INV_SLOPE = 1e250
 
-    The affine part is nondecreasing, so the first ``cnt`` terms take ``c`` and the rest
-    form an arithmetic series.
+
+def _sum_max_affine(
+    c: np.ndarray, b: np.ndarray, inv_delta: np.ndarray, delta: np.ndarray, m: np.ndarray
+) -> np.ndarray:
+    """``sum_{j=1..m} max(c, b + (j - 1) delta)`` for ``delta >= 0``, in O(1).
+
+    The affine part is nondecreasing, so the first ``cnt`` terms (those with
+    ``b + (j - 1) delta <= c``) take ``c`` and the rest form an arithmetic series.
+    ``inv_delta`` is ``1 / delta`` (``_MAX_INV_SLOPE`` where ``delta == 0``: then every
+    term takes ``c`` if ``b < c``, else ``b``; at ``b == c`` either is right).
     """
-    step = delta > 0.0
-    ratio = np.divide(c - b, delta, out=np.zeros_like(b), where=step)
-    cnt = np.where(step, np.floor(ratio) + 1.0, np.where(b <= c, m, 0.0))
-    cnt = np.clip(cnt, 0.0, m)
-    const_part = cnt * np.where(cnt > 0.0, c, 0.0)  # c == -inf only where cnt == 0
-    affine_part = (m - cnt) * b + delta * 0.5 * (m * (m - 1.0) - cnt * (cnt - 1.0))
-    return const_part + affine_part
-
-
-@dataclass
-class _Projection:
-    """Summary of a projected timeline: n, a_n, sum a_i, S_delay (float arrays)."""
-
-    n: np.ndarray
-    last_consume_s: np.ndarray
-    sum_consume_s: np.ndarray
-    sum_delay_s: np.ndarray
+    cnt = np.minimum(np.maximum(np.floor((c - b) * inv_delta) + 1.0, 0.0), m)
+    return cnt * c + (m - cnt) * b + delta * 0.5 * (m * (m - 1.0) - cnt * (cnt - 1.0))
 
 
 def _project_served(
-    proj: _Projection,
+    k: np.ndarray,
+    last_consume_s: np.ndarray,
     e1_s: np.ndarray,
     tds: np.ndarray,
     now_s: float,
-    num_served: np.ndarray,
-    rate: np.ndarray,
-) -> _Projection:
-    """Append tokens delivered at ``now + m / r``, m = 1..M.
+    rate: np.ndarray | float,
+    m: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Consumption of ``m`` tokens delivered at ``now + j / r``, j = 1..m.
 
-    With ``A = a_k`` (-inf for k == 0) and ``rho = min(r, tds)``:
-    ``a_{k+m} = max(A + m/tds, now + 1/r + (m-1)/rho)``, so relative to
-    ``e_{k+m} = e_{k+1} + (m-1)/tds`` the lateness ``a - e`` is
-    ``max(c_A, c_B + (m-1) delta)`` with ``c_A = A + 1/tds - e_{k+1}``,
+    With ``A = a_k`` and ``rho = min(r, tds)``:
+    ``a_{k+j} = max(A + j/tds, now + 1/r + (j-1)/rho)``, so relative to
+    ``e_{k+j} = e_{k+1} + (j-1)/tds`` the lateness ``a - e`` is
+    ``max(c_A, c_B + (j-1) delta)`` with ``c_A = A + 1/tds - e_{k+1}``,
     ``c_B = now + 1/r - e_{k+1}`` and ``delta = 1/rho - 1/tds >= 0``.
+
+    Returns:
+        ``(a_{k+m}, sum_j a_{k+j}, sum_j max(a_{k+j} - e_{k+j}, 0))``; ``a_{k+m}`` is
+        ``last_consume_s`` where ``m == 0`` and every sum is 0 there.
     """
-    k, m = proj.n, num_served
-    r = np.where(rate > 0.0, rate, 1.0)  # r only matters where M > 0, which needs r > 0
-    delta = 1.0 / np.minimum(r, tds) - 1.0 / tds  # exactly 0 when r >= tds
-    e_next = e1_s + k / tds
-    c_a = np.where(k > 0, proj.last_consume_s + 1.0 / tds - e_next, -np.inf)
+    inv_tds = 1.0 / tds
+    r = np.maximum(rate, 1e-9)  # r == 0 serves nothing (m == 0); keep 1/r finite
+    delta = 1.0 / np.minimum(r, tds) - inv_tds  # exactly 0 when r >= tds
+    inv_delta = 1.0 / np.maximum(delta, 1.0 / _MAX_INV_SLOPE)
+    e_next = e1_s + k * inv_tds
+    c_a = np.fmax(last_consume_s + inv_tds - e_next, _NO_PREVIOUS_S)  # NaN a_k: k == 0
     c_b = now_s + 1.0 / r - e_next
-    sum_late = _sum_max_affine(c_a, c_b, delta, m)
-    sum_delay = _sum_max_affine(np.maximum(c_a, 0.0), c_b, delta, m)
-    sum_ideal = m * e_next + 0.5 * m * (m - 1.0) / tds
-    last_late = np.maximum(c_a, c_b + (m - 1.0) * delta)
-    last = np.where(m > 0, e_next + (m - 1.0) / tds + last_late, proj.last_consume_s)
-    return _Projection(
-        n=k + m,
-        last_consume_s=last,
-        sum_consume_s=proj.sum_consume_s + np.where(m > 0, sum_ideal + sum_late, 0.0),
-        sum_delay_s=proj.sum_delay_s + np.where(m > 0, sum_delay, 0.0),
-    )
+    sum_late = _sum_max_affine(c_a, c_b, inv_delta, delta, m)
+    sum_delay = _sum_max_affine(np.maximum(c_a, 0.0), c_b, inv_delta, delta, m)
+    sum_consume = m * e_next + 0.5 * inv_tds * m * (m - 1.0) + sum_late
+    last_served = e_next + (m - 1.0) * inv_tds + np.maximum(c_a, c_b + (m - 1.0) * delta)
+    return np.where(m > 0, last_served, last_consume_s), sum_consume, sum_delay
 
 
 def _project_pending(
-    proj: _Projection,
+    n: np.ndarray,
+    last_consume_s: np.ndarray,
     e1_s: np.ndarray,
     tds: np.ndarray,
     horizon_s: float,
-    num_pending: np.ndarray,
-) -> _Projection:
-    """Append ``P`` tokens all delivered at the horizon ``H``.
+    p: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Consumption of ``p`` tokens all delivered at the horizon ``H`` after ``n`` tokens.
 
-    Consumption starts at ``max(H, a_last + 1/tds)`` and is spaced ``1/tds``, exactly as
-    the ideal times are, so every pending token has the same lateness.
+    Consumption starts at ``max(H, a_n + 1/tds)`` and is spaced ``1/tds``, exactly as the
+    ideal times are, so every pending token has the same lateness.
+
+    Returns:
+        ``(last consumption, sum of the p consumption times, sum of their delays)``.
     """
-    p = num_pending
-    start = np.fmax(horizon_s, proj.last_consume_s + 1.0 / tds)  # NaN a_last -> H
-    late = np.maximum(start - (e1_s + proj.n / tds), 0.0)
-    has_p = p > 0
-    added_consume_s = np.where(has_p, p * start + 0.5 * p * (p - 1.0) / tds, 0.0)
-    return _Projection(
-        n=proj.n + p,
-        last_consume_s=np.where(has_p, start + (p - 1.0) / tds, proj.last_consume_s),
-        sum_consume_s=proj.sum_consume_s + added_consume_s,
-        sum_delay_s=proj.sum_delay_s + p * late,
-    )
+    inv_tds = 1.0 / tds
+    start = np.fmax(horizon_s, last_consume_s + inv_tds)  # NaN a_n (n == 0) -> H
+    late = np.maximum(start - (e1_s + n * inv_tds), 0.0)
+    last = np.where(p > 0, start + (p - 1.0) * inv_tds, last_consume_s)
+    return last, p * start + 0.5 * inv_tds * p * (p - 1.0), p * late
 
 
-def _broadcast_rate(rate_tok_s: np.ndarray | float, n: int) -> np.ndarray:
-    rate = np.broadcast_to(np.asarray(rate_tok_s, dtype=np.float64), (n,))
-    bad = ~((rate >= 0.0) & np.isfinite(rate))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"rate_tok_s[{i}] = {rate[i]}; expected a finite rate >= 0 tokens/s")
-    return rate
+def _check_rate(rate_tok_s: np.ndarray | float, n: int) -> np.ndarray | float:
+    rate = np.asarray(rate_tok_s, dtype=np.float64)
+    if rate.ndim and rate.shape != (n,):
+        raise ValueError(f"rate_tok_s has shape {rate.shape}; expected a scalar or ({n},)")
+    if rate.size and not (rate.min() >= 0.0 and rate.max() < np.inf):  # NaN fails too
+        bad = ~((rate >= 0.0) & np.isfinite(rate))
+        i = int(np.argmax(bad.ravel()))
+        raise ValueError(
+            f"rate_tok_s[{i}] = {rate.ravel()[i]}; expected a finite rate >= 0 tokens/s"
+        )
+    return rate if rate.ndim else float(rate)
 
 
 def _check_predict_args(now_s: float, horizon_s: float, pending: str, has_total: bool) -> None:
@@ -539,24 +539,19 @@ def predict_qoe(
     """
     _check_variant(variant)
     _check_predict_args(now_s, horizon_s, pending, total_tokens is not None)
-    n_req = len(state)
-    rate = _broadcast_rate(rate_tok_s, n_req)
+    rate = _check_rate(rate_tok_s, len(state))
     tds = state.tds_tok_s
     e1_s = state.arrival_s + state.ttft_s
-    proj = _Projection(
-        n=state.num_tokens.astype(np.float64),
-        last_consume_s=state.last_consume_s,
-        sum_consume_s=state.sum_consume_s,
-        sum_delay_s=state.sum_delay_s,
-    )
-    total = None
-    if total_tokens is not None:
-        total = np.broadcast_to(np.asarray(total_tokens, dtype=np.float64), (n_req,))
+    k = state.num_tokens.astype(np.float64)
+    total = None if total_tokens is None else np.asarray(total_tokens, dtype=np.float64)
 
-    num_served = np.maximum(np.floor((horizon_s - now_s) * rate + _COUNT_SLACK), 0.0)
+    m = np.floor((horizon_s - now_s) * rate + _COUNT_SLACK)  # >= 0: horizon_s >= now_s
     if total is not None:
-        num_served = np.minimum(num_served, np.maximum(total - proj.n, 0.0))
-    proj = _project_served(proj, e1_s, tds, now_s, num_served, rate)
+        m = np.minimum(m, np.maximum(total - k, 0.0))
+    last, served_consume, served_delay = _project_served(
+        k, state.last_consume_s, e1_s, tds, now_s, rate, m
+    )
+    n = k + m
 
     if pending == "all":
         target = total
@@ -564,19 +559,21 @@ def predict_qoe(
         target = np.maximum(np.floor((horizon_s - e1_s) * tds + _COUNT_SLACK) + 1.0, 0.0)
         if total is not None:
             target = np.minimum(target, total)
-    proj = _project_pending(proj, e1_s, tds, horizon_s, np.maximum(target - proj.n, 0.0))
+    p = np.maximum(target - n, 0.0)
+    last, pending_consume, pending_delay = _project_pending(n, last, e1_s, tds, horizon_s, p)
+    n = n + p
 
     q = _qoe_from_summary(
-        proj.n,
-        proj.last_consume_s,
-        proj.sum_consume_s,
-        proj.sum_delay_s,
+        n,
+        last,
+        state.sum_consume_s + served_consume + pending_consume,
+        state.sum_delay_s + served_delay + pending_delay,
         state.arrival_s,
         state.ttft_s,
         tds,
         variant,
     )
-    return np.where(proj.n > 0, q, 1.0)
+    return np.where(n > 0, q, 1.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -796,7 +793,9 @@ class QoETracker:
     def reset(self) -> None:
         """Forget all requests, keeping the allocated memory."""
         n = self._size
-        # Unused rows must hold NaN arrivals: deliver() relies on it to reject them.
+        # Unused rows must hold NaN arrivals and last deliveries: deliver() relies on it
+        # to reject them.
         self._arrival_s[:n] = np.nan
+        self._last_token_s[:n] = np.nan
         self._size = 0
         self._log_len = 0
