@@ -42,16 +42,20 @@ def run_episode(env, agent, seed: int, max_steps: int | None = None) -> EpisodeR
     obs, info = env.reset(seed=seed)
     total_reward = 0.0
     steps = 0
-    done = env.unwrapped.decision_context is None
+    done = False
     while not done:
-        obs, reward, terminated, truncated, info = env.step(agent.act(obs, env))
+        # An episode with no contested decision point ends on its first step, whatever the
+        # action: it only reports the reward.
+        if env.unwrapped.decision_context is None:
+            action = np.zeros(env.action_space.shape, dtype=np.float32)
+        else:
+            action = agent.act(obs, env)
+        obs, reward, terminated, truncated, info = env.step(action)
         total_reward += reward
         steps += 1
         done = terminated or truncated or (max_steps is not None and steps >= max_steps)
     results = env.unwrapped.episode_results()
     summary = dict(results["qoe_summary"])
     summary["return"] = total_reward
-    summary["decision_ms_p50"] = (
-        float(np.median(agent.decision_ms)) if agent.decision_ms else 0.0
-    )
+    summary["decision_ms_p50"] = float(np.median(agent.decision_ms)) if agent.decision_ms else 0.0
     return EpisodeResult(agent.name, seed, summary, results["request_metrics"])

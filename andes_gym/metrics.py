@@ -68,8 +68,13 @@ def request_metrics(
 
     def lower_bound(variant: str) -> np.ndarray:
         return predict_qoe(
-            state, now_s=end_s, horizon_s=end_s, rate_tok_s=0.0, variant=variant,
-            total_tokens=total_tokens, pending="all",
+            state,
+            now_s=end_s,
+            horizon_s=end_s,
+            rate_tok_s=0.0,
+            variant=variant,
+            total_tokens=total_tokens,
+            pending="all",
         )
 
     k = state.num_tokens

@@ -13,9 +13,14 @@ Usage: ``python benchmarks/bench_qoe.py [--repeat 2000]``
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 import timeit
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import header, write_section  # noqa: E402
 
 from andes_gym.qoe import QoETracker, predict_qoe, qoe
 
@@ -91,18 +96,29 @@ def bench_predict(n: int, repeat: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2000, help="calls timed per case")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
-    print(f"{'case':<28}{'vectorized us':>15}{'baseline us':>14}{'speed-up':>10}")
+    repeat = 200 if args.quick else args.repeat
+    lines = header("QoE tracker and predictor (benchmarks/bench_qoe.py)")
+    lines += [
+        "Microseconds per call; the baseline is a Python loop over requests (deliver) or",
+        "building each projected timeline explicitly and scoring it with `qoe()` (predict).",
+        "",
+        "| case | vectorized (us) | baseline (us) | speed-up |",
+        "|---|---|---|---|",
+    ]
     for batch in (8, 64, 256):
-        t_vec, t_loop = bench_deliver(batch, args.repeat)
-        print(
-            f"{f'deliver B={batch}':<28}{t_vec * 1e6:>15.1f}{t_loop * 1e6:>14.1f}{t_loop / t_vec:>9.1f}x"
+        t_vec, t_loop = bench_deliver(batch, repeat)
+        lines.append(
+            f"| deliver B={batch} | {t_vec * 1e6:.1f} | {t_loop * 1e6:.1f} | {t_loop / t_vec:.1f}x |"
         )
     for n in (16, 128, 1024):
-        t_closed, t_explicit = bench_predict(n, args.repeat)
-        print(
-            f"{f'predict_qoe N={n}':<28}{t_closed * 1e6:>15.1f}{t_explicit * 1e6:>14.1f}{t_explicit / t_closed:>9.1f}x"
+        t_closed, t_explicit = bench_predict(n, repeat)
+        lines.append(
+            f"| predict_qoe N={n} | {t_closed * 1e6:.1f} | {t_explicit * 1e6:.1f} "
+            f"| {t_explicit / t_closed:.1f}x |"
         )
+    write_section("qoe", lines)
 
 
 if __name__ == "__main__":

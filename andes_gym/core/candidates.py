@@ -153,15 +153,27 @@ def make_candidates(
     total = None if remaining_tokens is None else qoe_state.num_tokens + remaining_tokens
     horizon_s = now_s + lookahead_s
     qoe_now = predict_qoe(
-        qoe_state, now_s=now_s, horizon_s=now_s, rate_tok_s=0.0, variant=qoe_variant,
+        qoe_state,
+        now_s=now_s,
+        horizon_s=now_s,
+        rate_tok_s=0.0,
+        variant=qoe_variant,
         total_tokens=total,
     )
     q_serve = predict_qoe(
-        qoe_state, now_s=now_s, horizon_s=horizon_s, rate_tok_s=rate_tok_s,
-        variant=qoe_variant, total_tokens=total,
+        qoe_state,
+        now_s=now_s,
+        horizon_s=horizon_s,
+        rate_tok_s=rate_tok_s,
+        variant=qoe_variant,
+        total_tokens=total,
     )
     q_wait = predict_qoe(
-        qoe_state, now_s=now_s, horizon_s=horizon_s, rate_tok_s=0.0, variant=qoe_variant,
+        qoe_state,
+        now_s=now_s,
+        horizon_s=horizon_s,
+        rate_tok_s=0.0,
+        variant=qoe_variant,
         total_tokens=total,
     )
     return Candidates(

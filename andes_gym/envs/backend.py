@@ -54,6 +54,11 @@ class EngineBackend(ABC):
     tracker: QoETracker
     decision_config: DecisionConfig
     time_limit_s: float | None = None
+    # Set by SchedulingEnv from its skip_uncontested flag. A backend may then apply the
+    # decision the env would apply at an uncontested decision point (every candidate
+    # selected, oldest first) itself, without building candidates: a pure speed-up that
+    # must not change the trajectory. Backends that ignore it lose nothing.
+    skip_uncontested: bool = False
 
     @abstractmethod
     def start(self, workload: Workload, seed: int | None) -> None:

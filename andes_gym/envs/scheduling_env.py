@@ -64,6 +64,7 @@ class SchedulingEnv(gym.Env):
         self._final_sum = 0.0
         self._counted: np.ndarray = np.zeros(0, dtype=bool)
         self._num_steps = 0
+        self._final_pending = False
 
     # ----------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -71,22 +72,35 @@ class SchedulingEnv(gym.Env):
         episode_seed = int(self.np_random.integers(2**31 - 1)) if seed is None else int(seed)
         self.workload = self.workload_source.sample(episode_seed)
         self.backend.time_limit_s = self.time_limit_s
+        self.backend.skip_uncontested = self.skip_uncontested
         self.backend.start(self.workload, episode_seed)
         self._potential = 0.0
         self._final_sum = 0.0
         self._counted = np.zeros(len(self.workload), dtype=bool)
         self._num_steps = 0
         self._advance()
+        # No contested decision in the whole episode: the first step only reports its end.
+        self._final_pending = self._ctx is None
         return self._obs.copy(), self._step_info()
 
     def step(self, action):
         if self._ctx is None:
-            raise RuntimeError("step() called on a finished episode; call reset() first")
+            if not self._final_pending:
+                raise RuntimeError("step() called on a finished episode; call reset() first")
+            # reset() already ran the whole episode (nothing was contested): this step
+            # checks the action, then reports the episode's reward and end.
+            self._check_action(action)
+            self._final_pending = False
+            return self._transition()
         scores = self._slot_scores_to_candidates(action)
         candidates, capacity, _ = self._ctx
         self.backend.apply(select(scores, candidates, capacity))
         self._num_steps += 1
         self._advance()
+        return self._transition()
+
+    def _transition(self):
+        """Reward, episode end and info after the backend reached its next decision point."""
         potential = self._potential_now()
         reward = (potential - self._potential) / max(len(self.workload), 1)
         self._potential = potential
@@ -94,7 +108,14 @@ class SchedulingEnv(gym.Env):
         truncated = done and not bool(self.backend.finished.all())
         info = self._step_info()
         if done:
-            info.update(self.episode_results())
+            results = self.episode_results()
+            info["qoe_summary"] = results["qoe_summary"]
+            # Plain arrays (not the RequestMetrics object) so infos compare and serialize
+            # like any Gymnasium info (check_env compares them between two runs).
+            metrics = results["request_metrics"]
+            info["request_metrics"] = {
+                name: getattr(metrics, name) for name in metrics.__dataclass_fields__
+            }
         return self._obs.copy(), float(reward), done and not truncated, truncated, info
 
     def render(self):
@@ -135,7 +156,7 @@ class SchedulingEnv(gym.Env):
         return {"qoe_summary": summary, "request_metrics": metrics}
 
     # ---------------------------------------------------------------- internals
-    def _slot_scores_to_candidates(self, action) -> np.ndarray:
+    def _check_action(self, action) -> np.ndarray:
         k = self.feature_spec.k_slots
         arr = np.asarray(action, dtype=np.float64)
         if arr.shape != (k,):
@@ -143,6 +164,10 @@ class SchedulingEnv(gym.Env):
         if not np.all(np.isfinite(arr)):
             bad = int(np.argmax(~np.isfinite(arr)))
             raise ValueError(f"action[{bad}] = {arr[bad]} is not finite; scores must be numbers")
+        return arr
+
+    def _slot_scores_to_candidates(self, action) -> np.ndarray:
+        arr = self._check_action(action)
         candidates, _, slot_idx = self._ctx
         return scores_from_slots(arr, slot_idx, len(candidates), candidates.arrival_s)
 
@@ -177,8 +202,13 @@ class SchedulingEnv(gym.Env):
             idx = np.flatnonzero(newly)
             self._final_sum += float(
                 predict_qoe(
-                    state.take(idx), now_s=now, horizon_s=now, rate_tok_s=0.0, variant=variant,
-                    total_tokens=wl.output_tokens[idx], pending="all",
+                    state.take(idx),
+                    now_s=now,
+                    horizon_s=now,
+                    rate_tok_s=0.0,
+                    variant=variant,
+                    total_tokens=wl.output_tokens[idx],
+                    pending="all",
                 ).sum()
             )
             self._counted |= newly
@@ -187,8 +217,13 @@ class SchedulingEnv(gym.Env):
         if len(active) == 0:
             return self._final_sum
         open_sum = predict_qoe(
-            state.take(active), now_s=now, horizon_s=now, rate_tok_s=0.0, variant=variant,
-            total_tokens=wl.output_tokens[active], pending="all",
+            state.take(active),
+            now_s=now,
+            horizon_s=now,
+            rate_tok_s=0.0,
+            variant=variant,
+            total_tokens=wl.output_tokens[active],
+            pending="all",
         ).sum()
         return self._final_sum + float(open_sum)
 
