@@ -14,4 +14,6 @@ gymnasium.register(
 gymnasium.register(
     id="andes_gym/VLLM-v0",
     entry_point="andes_gym.envs.vllm_env:VLLMEnv",
+    # Token times are measured on a real engine: a seed fixes the workload, not the timing.
+    nondeterministic=True,
 )

@@ -1,0 +1,166 @@
+"""Configuration of the vLLM scheduler hook in serving mode, read from environment variables.
+
+vLLM constructs the scheduler class itself (`--scheduler-cls`), so the hook cannot take
+constructor arguments; it reads:
+
+- `ANDES_GYM_HOOK_CONFIG`: path to a YAML file with `HookConfig` fields (unknown keys are
+  an error), for example::
+
+      policy: andes              # a registered policy name, or a path to an exported .onnx
+      policy_kwargs: {}
+      default_ttft_s: 1.0        # QoE targets of requests that carry none
+      default_tds_tok_s: 4.8
+      lookahead_s: 1.0
+      latency_profile: cpu_tiny  # engine profile (configs/engines/) of the latency model
+
+- `ANDES_GYM_POLICY`: the policy (registered name, exported `.onnx` path, or
+  `package.module:Class`); overrides the file's.
+
+Per-request QoE targets travel in `SamplingParams.extra_args` as `ttft_s` and `tds_tok_s`
+(on the OpenAI-compatible server: the request field `vllm_xargs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from andes_gym.qoe import VARIANTS
+
+ENV_CONFIG = "ANDES_GYM_HOOK_CONFIG"
+ENV_POLICY = "ANDES_GYM_POLICY"
+TTFT_KEY = "ttft_s"
+TDS_KEY = "tds_tok_s"
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """How the hook schedules when it runs inside a serving engine.
+
+    Attributes:
+        policy: Registered policy name, a path to an exported policy (`.onnx`), or
+            `"package.module:Class"` (a `Policy` subclass built with `policy_kwargs`).
+        policy_kwargs: Constructor arguments of a registered policy.
+        default_ttft_s: TTFT target of a request without `extra_args["ttft_s"]`.
+        default_tds_tok_s: TDS target of a request without `extra_args["tds_tok_s"]`.
+        lookahead_s: Look-ahead dt of the q_serve / q_wait predictions.
+        qoe_variant: QoE variant of the predictions ("delay", "delay_fixed", "area").
+        latency_profile: Engine profile whose latency model fills `Capacity`.
+        skip_uncontested: Leave vLLM's own FCFS order when every candidate fits (every
+            policy would select them all); the environments skip the same points.
+        seed: Seed passed to `policy.reset`.
+        log_every_s: Seconds between summary log lines (QoE, preemptions, fallbacks);
+            0 disables them.
+    """
+
+    policy: str = "andes"
+    policy_kwargs: dict = field(default_factory=dict)
+    default_ttft_s: float = 1.0
+    default_tds_tok_s: float = 4.8
+    lookahead_s: float = 1.0
+    qoe_variant: str = "delay"
+    latency_profile: str = "cpu_tiny"
+    skip_uncontested: bool = True
+    seed: int = 0
+    log_every_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.policy, str) and self.policy):
+            raise ValueError(f"policy must be a non-empty string, got {self.policy!r}")
+        if not isinstance(self.policy_kwargs, dict):
+            raise ValueError(f"policy_kwargs must be a mapping, got {self.policy_kwargs!r}")
+        if not (math.isfinite(self.default_ttft_s) and self.default_ttft_s >= 0):
+            raise ValueError(f"default_ttft_s must be >= 0 seconds, got {self.default_ttft_s}")
+        if not (math.isfinite(self.default_tds_tok_s) and self.default_tds_tok_s > 0):
+            raise ValueError(
+                f"default_tds_tok_s must be > 0 tokens/s, got {self.default_tds_tok_s}"
+            )
+        if not (math.isfinite(self.lookahead_s) and self.lookahead_s > 0):
+            raise ValueError(f"lookahead_s must be > 0 seconds, got {self.lookahead_s}")
+        if self.qoe_variant not in VARIANTS:
+            raise ValueError(f"qoe_variant must be one of {VARIANTS}, got {self.qoe_variant!r}")
+        if not self.log_every_s >= 0:
+            raise ValueError(f"log_every_s must be >= 0, got {self.log_every_s}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> HookConfig:
+        """A config from a mapping.
+
+        Raises:
+            ValueError: Naming an unknown key or an invalid value, with `source`.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source}: a hook config must be a mapping, got {data!r}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown hook config key {unknown[0]!r}; known keys: {', '.join(known)}"
+            )
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HookConfig:
+        """The config named by `ANDES_GYM_HOOK_CONFIG`, with `ANDES_GYM_POLICY` applied.
+
+        Args:
+            environ: Environment mapping; None reads `os.environ`.
+
+        Raises:
+            FileNotFoundError: `ANDES_GYM_HOOK_CONFIG` names a missing file.
+            ValueError: The file has an unknown key or an invalid value.
+        """
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        path = env.get(ENV_CONFIG)
+        if path:
+            file = Path(path)
+            if not file.is_file():
+                raise FileNotFoundError(f"{ENV_CONFIG}={path!r}: no such file")
+            data = yaml.safe_load(file.read_text()) or {}
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: a hook config must be a mapping, got {data!r}")
+        if env.get(ENV_POLICY):
+            data = {**data, "policy": env[ENV_POLICY]}
+        return cls.from_dict(data, source=path or "<environment>")
+
+
+def request_targets(
+    extra_args: Mapping[str, Any] | None, config: HookConfig
+) -> tuple[float, float, list[str]]:
+    """A request's QoE targets from its `SamplingParams.extra_args`, with defaults.
+
+    Args:
+        extra_args: The request's extra arguments (may be None).
+        config: Supplies the defaults.
+
+    Returns:
+        `(ttft_s, tds_tok_s, problems)`: problems names every value that was present but
+        invalid and replaced by its default (the request is served either way).
+    """
+    values = {TTFT_KEY: config.default_ttft_s, TDS_KEY: config.default_tds_tok_s}
+    problems = []
+    for key in (TTFT_KEY, TDS_KEY):
+        raw = (extra_args or {}).get(key)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = math.nan
+        valid = math.isfinite(value) and (value >= 0 if key == TTFT_KEY else value > 0)
+        if valid:
+            values[key] = value
+        else:
+            problems.append(f"{key}={raw!r}")
+    return values[TTFT_KEY], values[TDS_KEY], problems
