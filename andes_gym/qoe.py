@@ -54,7 +54,9 @@ __all__ = [
     "consumption_times",
     "mean_tbt_s",
     "predict_qoe",
+    "predict_qoe_many",
     "qoe",
+    "qoe_if_completed_at",
     "qoe_of_state",
     "ttft_s",
 ]
@@ -192,17 +194,36 @@ def _qoe_from_summary(
     n = np.asarray(n, dtype=np.float64)
     has_tokens = n > 0
     last = np.where(has_tokens, last_consume_s, 0.0)
-    # sum_i (a_n - a_i); rounding can make it a hair negative.
-    actual_area = np.maximum(n * last - sum_consume_s, 0.0)
-    if variant == "area":
-        q = _area_qoe(n, last, actual_area, arrival_s, ttft_s, tds)
-    else:
-        # delay_fixed normalizes by the ideal timeline's own area instead.
-        area = actual_area if variant == "delay" else n * (n - 1.0) / (2.0 * tds)
-        late = sum_delay_s > ON_TIME_TOL_S * n
-        # QoE = 1 - D / (D + W) = W / (D + W); D > 0 wherever late, so no 0/0.
-        q = np.divide(area, sum_delay_s + area, out=np.ones_like(area), where=late)
+    q = _qoe_unmasked(n, last, sum_consume_s, sum_delay_s, arrival_s, ttft_s, tds, variant)
     return np.where(has_tokens, q, 0.0)
+
+
+def _qoe_unmasked(
+    n: np.ndarray,
+    last_consume_s: np.ndarray,
+    sum_consume_s: np.ndarray,
+    sum_delay_s: np.ndarray,
+    arrival_s: np.ndarray,
+    ttft_s: np.ndarray,
+    tds: np.ndarray,
+    variant: str,
+) -> np.ndarray:
+    """``_qoe_from_summary`` without its ``n == 0`` masking (float ``n``).
+
+    Where ``n > 0`` the result is ``_qoe_from_summary``'s, bit for bit; elsewhere it is
+    meaningless (the caller masks it), so ``last_consume_s`` may hold NaN there.
+    """
+    if variant == "delay_fixed":
+        # delay_fixed normalizes by the ideal timeline's own area.
+        area = n * (n - 1.0) / (2.0 * tds)
+    else:
+        # sum_i (a_n - a_i); rounding can make it a hair negative.
+        area = np.maximum(n * last_consume_s - sum_consume_s, 0.0)
+        if variant == "area":
+            return _area_qoe(n, last_consume_s, area, arrival_s, ttft_s, tds)
+    late = sum_delay_s > ON_TIME_TOL_S * n
+    # QoE = 1 - D / (D + W) = W / (D + W); D > 0 wherever late, so no 0/0.
+    return np.divide(area, sum_delay_s + area, out=np.ones_like(area), where=late)
 
 
 def consumption_times(token_times: np.ndarray, *, tds: float) -> np.ndarray:
@@ -338,10 +359,16 @@ class QoEState:
         """Copy of rows ``idx`` (an int selects a single row, kept 1-D)."""
         if isinstance(idx, int | np.integer):
             idx = [idx]
-        return QoEState(**{f.name: np.array(getattr(self, f.name)[idx]) for f in fields(self)})
+        if isinstance(idx, np.ndarray | list):
+            # Fancy and boolean indexing copy already; a second copy costs a call a field.
+            return QoEState(*(getattr(self, name)[idx] for name in _STATE_FIELDS))
+        return QoEState(*(np.array(getattr(self, name)[idx]) for name in _STATE_FIELDS))
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(QoEState))
 
 
 def qoe_of_state(state: QoEState, variant: str = "delay") -> np.ndarray:
@@ -394,7 +421,12 @@ _MAX_INV_SLOPE = 1e250
 
 
 def _sum_max_affine(
-    c: np.ndarray, b: np.ndarray, inv_delta: np.ndarray, delta: np.ndarray, m: np.ndarray
+    c: np.ndarray,
+    b: np.ndarray,
+    inv_delta: np.ndarray,
+    half_delta: np.ndarray,
+    m: np.ndarray,
+    m_m1: np.ndarray,
 ) -> np.ndarray:
     """``sum_{j=1..m} max(c, b + (j - 1) delta)`` for ``delta >= 0``, in O(1).
 
@@ -402,9 +434,11 @@ def _sum_max_affine(
     ``b + (j - 1) delta <= c``) take ``c`` and the rest form an arithmetic series.
     ``inv_delta`` is ``1 / delta`` (``_MAX_INV_SLOPE`` where ``delta == 0``: then every
     term takes ``c`` if ``b < c``, else ``b``; at ``b == c`` either is right).
+    ``half_delta = delta * 0.5`` and ``m_m1 = m * (m - 1)`` are passed in because both
+    calls of a projection share them.
     """
     cnt = np.minimum(np.maximum(np.floor((c - b) * inv_delta) + 1.0, 0.0), m)
-    return cnt * c + (m - cnt) * b + delta * 0.5 * (m * (m - 1.0) - cnt * (cnt - 1.0))
+    return cnt * c + (m - cnt) * b + half_delta * (m_m1 - cnt * (cnt - 1.0))
 
 
 def _project_served(
@@ -412,6 +446,7 @@ def _project_served(
     last_consume_s: np.ndarray,
     e1_s: np.ndarray,
     tds: np.ndarray,
+    inv_tds: np.ndarray,
     now_s: float,
     rate: np.ndarray | float,
     m: np.ndarray,
@@ -424,19 +459,24 @@ def _project_served(
     ``max(c_A, c_B + (j-1) delta)`` with ``c_A = A + 1/tds - e_{k+1}``,
     ``c_B = now + 1/r - e_{k+1}`` and ``delta = 1/rho - 1/tds >= 0``.
 
+    ``inv_tds`` is ``1 / tds``. Every argument broadcasts (e.g. one row per scenario of
+    ``predict_qoe_many``).
+
     Returns:
         ``(a_{k+m}, sum_j a_{k+j}, sum_j max(a_{k+j} - e_{k+j}, 0))``; ``a_{k+m}`` is
         ``last_consume_s`` where ``m == 0`` and every sum is 0 there.
     """
-    inv_tds = 1.0 / tds
     r = np.maximum(rate, 1e-9)  # r == 0 serves nothing (m == 0); keep 1/r finite
     delta = 1.0 / np.minimum(r, tds) - inv_tds  # exactly 0 when r >= tds
     inv_delta = 1.0 / np.maximum(delta, 1.0 / _MAX_INV_SLOPE)
+    half_delta = delta * 0.5
+    m_m1 = m * (m - 1.0)
     e_next = e1_s + k * inv_tds
     c_a = np.fmax(last_consume_s + inv_tds - e_next, _NO_PREVIOUS_S)  # NaN a_k: k == 0
     c_b = now_s + 1.0 / r - e_next
-    sum_late = _sum_max_affine(c_a, c_b, inv_delta, delta, m)
-    sum_delay = _sum_max_affine(np.maximum(c_a, 0.0), c_b, inv_delta, delta, m)
+    sum_late = _sum_max_affine(c_a, c_b, inv_delta, half_delta, m, m_m1)
+    sum_delay = _sum_max_affine(np.maximum(c_a, 0.0), c_b, inv_delta, half_delta, m, m_m1)
+    # ((0.5 / tds) * m) * (m - 1), not (0.5 / tds) * m_m1: rounding differs, results must not.
     sum_consume = m * e_next + 0.5 * inv_tds * m * (m - 1.0) + sum_late
     last_served = e_next + (m - 1.0) * inv_tds + np.maximum(c_a, c_b + (m - 1.0) * delta)
     return np.where(m > 0, last_served, last_consume_s), sum_consume, sum_delay
@@ -446,19 +486,19 @@ def _project_pending(
     n: np.ndarray,
     last_consume_s: np.ndarray,
     e1_s: np.ndarray,
-    tds: np.ndarray,
-    horizon_s: float,
+    inv_tds: np.ndarray,
+    horizon_s: float | np.ndarray,
     p: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Consumption of ``p`` tokens all delivered at the horizon ``H`` after ``n`` tokens.
 
     Consumption starts at ``max(H, a_n + 1/tds)`` and is spaced ``1/tds``, exactly as the
-    ideal times are, so every pending token has the same lateness.
+    ideal times are, so every pending token has the same lateness. ``inv_tds`` is
+    ``1 / tds``.
 
     Returns:
         ``(last consumption, sum of the p consumption times, sum of their delays)``.
     """
-    inv_tds = 1.0 / tds
     start = np.fmax(horizon_s, last_consume_s + inv_tds)  # NaN a_n (n == 0) -> H
     late = np.maximum(start - (e1_s + n * inv_tds), 0.0)
     last = np.where(p > 0, start + (p - 1.0) * inv_tds, last_consume_s)
@@ -466,16 +506,22 @@ def _project_pending(
 
 
 def _check_rate(rate_tok_s: np.ndarray | float, n: int) -> np.ndarray | float:
+    if type(rate_tok_s) is float and 0.0 <= rate_tok_s < math.inf:  # the common case, fast
+        return rate_tok_s
     rate = np.asarray(rate_tok_s, dtype=np.float64)
     if rate.ndim and rate.shape != (n,):
         raise ValueError(f"rate_tok_s has shape {rate.shape}; expected a scalar or ({n},)")
+    _check_rate_values(rate)
+    return rate if rate.ndim else float(rate)
+
+
+def _check_rate_values(rate: np.ndarray) -> None:
     if rate.size and not (rate.min() >= 0.0 and rate.max() < np.inf):  # NaN fails too
         bad = ~((rate >= 0.0) & np.isfinite(rate))
         i = int(np.argmax(bad.ravel()))
         raise ValueError(
             f"rate_tok_s[{i}] = {rate.ravel()[i]}; expected a finite rate >= 0 tokens/s"
         )
-    return rate if rate.ndim else float(rate)
 
 
 def _check_predict_args(now_s: float, horizon_s: float, pending: str, has_total: bool) -> None:
@@ -487,6 +533,121 @@ def _check_predict_args(now_s: float, horizon_s: float, pending: str, has_total:
         raise ValueError(f"now_s must be a finite time in seconds, got {now_s}")
     if not horizon_s >= now_s:
         raise ValueError(f"horizon_s = {horizon_s} must be >= now_s = {now_s}")
+
+
+def _served_part(
+    state: QoEState,
+    k: np.ndarray,
+    e1_s: np.ndarray,
+    inv_tds: np.ndarray,
+    total: np.ndarray | None,
+    now_s: float,
+    horizon_s: float | np.ndarray,
+    rate: float | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 1 of ``predict_qoe``: ``(n, a_n, sum a_i, S_delay)`` after the served tokens."""
+    m = np.floor((horizon_s - now_s) * rate + _COUNT_SLACK)  # >= 0: horizon_s >= now_s
+    if total is not None:
+        m = np.minimum(m, np.maximum(total - k, 0.0))
+    last, served_consume, served_delay = _project_served(
+        k, state.last_consume_s, e1_s, state.tds_tok_s, inv_tds, now_s, rate, m
+    )
+    return (
+        k + m,
+        last,
+        state.sum_consume_s + served_consume,
+        state.sum_delay_s + served_delay,
+    )
+
+
+def _pending_part(
+    state: QoEState,
+    e1_s: np.ndarray,
+    inv_tds: np.ndarray,
+    total: np.ndarray | None,
+    horizon_s: float | np.ndarray,
+    served: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    variant: str,
+    pending: str,
+) -> np.ndarray:
+    """Steps 2 and 3 of ``predict_qoe``: pending tokens at the horizon, then the QoE."""
+    n, last, sum_consume, sum_delay = served
+    if pending == "all":
+        target = total
+    else:
+        tds = state.tds_tok_s
+        target = np.maximum(np.floor((horizon_s - e1_s) * tds + _COUNT_SLACK) + 1.0, 0.0)
+        if total is not None:
+            target = np.minimum(target, total)
+    p = np.maximum(target - n, 0.0)
+    last, pending_consume, pending_delay = _project_pending(n, last, e1_s, inv_tds, horizon_s, p)
+    n = n + p
+    q = _qoe_unmasked(
+        n,
+        last,
+        sum_consume + pending_consume,
+        sum_delay + pending_delay,
+        state.arrival_s,
+        state.ttft_s,
+        state.tds_tok_s,
+        variant,
+    )
+    return np.where(n > 0, q, 1.0)
+
+
+def _predict(
+    state: QoEState,
+    now_s: float,
+    horizons_s: list[float],
+    rates: list[float | np.ndarray],
+    variant: str,
+    total_tokens: np.ndarray | None,
+    pending: str,
+) -> np.ndarray:
+    """``predict_qoe`` on checked arguments for c scenarios at once: ``(c, n)``.
+
+    The scenarios share one pass: from the pending tokens on, every array is ``(c, n)``
+    with the horizons as a ``(c, 1)`` column. Every element goes through the same
+    operations as in a one-scenario call, so each row is that call's result bit for bit.
+    A waiting scenario (scalar rate 0) serves m = 0 tokens, and with finite ideal times
+    the served terms are then exactly 0 (or -0) and drop out: its rows start from the
+    state itself, which saves the served projection, the costliest part.
+    """
+    inv_tds = 1.0 / state.tds_tok_s
+    e1_s = state.arrival_s + state.ttft_s
+    k = state.num_tokens.astype(np.float64)
+    total = None if total_tokens is None else np.asarray(total_tokens, dtype=np.float64)
+    c = len(horizons_s)
+    waits = [type(r) is float and r == 0.0 for r in rates]
+    # A sum of the ideal times is finite only if every one is (NaN and inf propagate).
+    if any(waits) and math.isfinite(e1_s.sum()):
+        serve = [i for i, w in enumerate(waits) if not w]
+    else:
+        serve = list(range(c))
+    # One scenario: plain scalars, as predict_qoe always had; else a (c, 1) column.
+    horizons = horizons_s[0] if c == 1 else np.asarray(horizons_s, dtype=np.float64)[:, None]
+    waiting = (k, state.last_consume_s, state.sum_consume_s, state.sum_delay_s)
+    if not serve:
+        served = tuple(np.broadcast_to(w, (c, len(k))) for w in waiting)
+    elif len(serve) == 1:  # the common case: one served scenario, as in make_candidates
+        i = serve[0]
+        served = _served_part(state, k, e1_s, inv_tds, total, now_s, horizons_s[i], rates[i])
+        if c > 1:
+            is_served = np.zeros((c, 1), dtype=bool)
+            is_served[i] = True
+            served = tuple(np.where(is_served, x, w) for x, w in zip(served, waiting, strict=True))
+    else:
+        rate_cols = np.stack([np.broadcast_to(rates[i], k.shape) for i in serve])
+        served = _served_part(state, k, e1_s, inv_tds, total, now_s, horizons[serve], rate_cols)
+        if len(serve) < c:
+            # Row 0 holds the waiting state, rows 1.. the served scenarios.
+            row_of = np.zeros(c, dtype=np.int64)
+            row_of[serve] = np.arange(1, len(serve) + 1)
+            served = tuple(
+                np.concatenate((w[None], x))[row_of] for x, w in zip(served, waiting, strict=True)
+            )
+    q = _pending_part(state, e1_s, inv_tds, total, horizons, served, variant, pending)
+    return q.reshape(c, len(k))
 
 
 def predict_qoe(
@@ -520,6 +681,8 @@ def predict_qoe(
     is ``qoe_of_state(s)`` for finished requests (k == n >= 1) and the truncation lower
     bound (remaining tokens delivered at t) for unfinished ones.
 
+    Several look-aheads of the same requests: ``predict_qoe_many`` (one pass, same bits).
+
     Args:
         state: Running summaries; ``now_s`` should not precede their last deliveries.
         now_s: Current time, seconds.
@@ -540,36 +703,155 @@ def predict_qoe(
     _check_variant(variant)
     _check_predict_args(now_s, horizon_s, pending, total_tokens is not None)
     rate = _check_rate(rate_tok_s, len(state))
-    tds = state.tds_tok_s
-    e1_s = state.arrival_s + state.ttft_s
-    k = state.num_tokens.astype(np.float64)
-    total = None if total_tokens is None else np.asarray(total_tokens, dtype=np.float64)
+    return _predict(state, now_s, [horizon_s], [rate], variant, total_tokens, pending)[0]
 
-    m = np.floor((horizon_s - now_s) * rate + _COUNT_SLACK)  # >= 0: horizon_s >= now_s
-    if total is not None:
-        m = np.minimum(m, np.maximum(total - k, 0.0))
-    last, served_consume, served_delay = _project_served(
-        k, state.last_consume_s, e1_s, tds, now_s, rate, m
-    )
-    n = k + m
 
-    if pending == "all":
-        target = total
-    else:
-        target = np.maximum(np.floor((horizon_s - e1_s) * tds + _COUNT_SLACK) + 1.0, 0.0)
-        if total is not None:
-            target = np.minimum(target, total)
-    p = np.maximum(target - n, 0.0)
-    last, pending_consume, pending_delay = _project_pending(n, last, e1_s, tds, horizon_s, p)
-    n = n + p
+def predict_qoe_many(
+    state: QoEState,
+    *,
+    now_s: float,
+    horizons_s: np.ndarray | list[float],
+    rates_tok_s: np.ndarray | list,
+    variant: str = "delay",
+    total_tokens: np.ndarray | None = None,
+    pending: str = "due",
+) -> np.ndarray:
+    """``predict_qoe`` for several (horizon, rate) scenarios of the same requests at once.
 
-    q = _qoe_from_summary(
-        n,
-        last,
-        state.sum_consume_s + served_consume + pending_consume,
-        state.sum_delay_s + served_delay + pending_delay,
+    Row i equals ``predict_qoe(state, now_s=now_s, horizon_s=horizons_s[i],
+    rate_tok_s=rates_tok_s[i], ...)`` bit for bit; the arguments are checked once and the
+    scenarios share one pass of numpy calls. For the few hundred requests of a decision
+    point the calls' fixed cost dominates, so three scenarios cost about 1.5 calls of
+    ``predict_qoe`` (waiting scenarios, rate 0, skip the served projection).
+
+    Args:
+        state: Running summaries (n requests).
+        now_s: Current time, seconds.
+        horizons_s: One look-ahead end per scenario, seconds (each >= now_s), shape (c,).
+        rates_tok_s: One rate per scenario, shape (c,), or per scenario and request,
+            shape (c, n); tokens/s, 0 means waiting.
+        variant: One of ``VARIANTS``.
+        total_tokens: Output lengths (per request or scalar), or None when unknown.
+        pending: One of ``PENDING_MODES``.
+
+    Returns:
+        float64 array of shape ``(c, n)``.
+
+    Raises:
+        ValueError: As ``predict_qoe``, naming the bad scenario's horizon or rate, or
+            when the shapes do not match.
+    """
+    _check_variant(variant)
+    horizons = np.asarray(horizons_s, dtype=np.float64)
+    if horizons.ndim != 1:
+        raise ValueError(f"horizons_s must be 1-D (one per scenario), got shape {horizons.shape}")
+    for horizon_s in horizons.tolist():
+        _check_predict_args(now_s, horizon_s, pending, total_tokens is not None)
+    c, n = len(horizons), len(state)
+    rates = np.asarray(rates_tok_s, dtype=np.float64)
+    if rates.shape not in ((c,), (c, n)):
+        raise ValueError(
+            f"rates_tok_s has shape {rates.shape}; expected ({c},) or ({c}, {n}) "
+            "(one rate per scenario, or per scenario and request)"
+        )
+    _check_rate_values(rates)
+    rate_list = rates.tolist() if rates.ndim == 1 else list(rates)
+    return _predict(state, now_s, horizons.tolist(), rate_list, variant, total_tokens, pending)
+
+
+def qoe_if_completed_at(
+    state: QoEState,
+    *,
+    now_s: float,
+    total_tokens: np.ndarray | float,
+    variant: str = "delay",
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """QoE of each request if every token it still misses were delivered at ``now_s``.
+
+    The reward potential's term (ANDES_SPEC section 1 lower bound): the final QoE of a
+    finished request, the truncation lower bound of an unfinished one. Equals
+    ``predict_qoe(state.take(rows), now_s=now_s, horizon_s=now_s, rate_tok_s=0.0,
+    variant=variant, total_tokens=total_tokens, pending="all")`` bit for bit whenever
+    the requests' arrival and TTFT targets are finite (as `Workload` guarantees), in a
+    third of the numpy calls: nothing is served, so the served projection drops out.
+
+    Args:
+        state: Running summaries (views are fine: nothing is copied but the rows used).
+        now_s: Current time, seconds (finite).
+        total_tokens: Output lengths of the rows used (or a scalar).
+        variant: One of ``VARIANTS``.
+        rows: Rows of ``state`` to evaluate, or None for all.
+
+    Returns:
+        float64 array, one QoE per row used.
+
+    Raises:
+        ValueError: For an unknown variant or a non-finite ``now_s``.
+    """
+    _check_variant(variant)
+    _check_now(now_s)
+    fields_ = (
         state.arrival_s,
         state.ttft_s,
+        state.tds_tok_s,
+        state.num_tokens,
+        state.last_consume_s,
+        state.sum_consume_s,
+        state.sum_delay_s,
+    )
+    if rows is not None:
+        fields_ = tuple(x[rows] for x in fields_)
+    arrival, ttft, tds, num, last, sum_consume, sum_delay = fields_
+    return _qoe_if_completed(
+        arrival,
+        ttft,
+        tds,
+        arrival + ttft,
+        num,
+        last,
+        sum_consume,
+        sum_delay,
+        now_s,
+        total_tokens,
+        variant,
+    )
+
+
+def _check_now(now_s: float) -> None:
+    if not math.isfinite(now_s):
+        raise ValueError(f"now_s must be a finite time in seconds, got {now_s}")
+
+
+def _qoe_if_completed(
+    arrival_s: np.ndarray,
+    ttft_s: np.ndarray,
+    tds: np.ndarray,
+    e1_s: np.ndarray,
+    num_tokens: np.ndarray,
+    last_consume_s: np.ndarray,
+    sum_consume_s: np.ndarray,
+    sum_delay_s: np.ndarray,
+    now_s: float,
+    total_tokens: np.ndarray | float,
+    variant: str,
+) -> np.ndarray:
+    """The body of ``qoe_if_completed_at`` on the fields of the rows used."""
+    # predict_qoe with horizon == now and rate 0 serves m = 0 tokens: its served terms are
+    # exactly 0 (finite inputs), so n = k, a_n and the sums pass through unchanged.
+    k = num_tokens.astype(np.float64)
+    p = np.maximum(np.asarray(total_tokens, dtype=np.float64) - k, 0.0)
+    last, pending_consume, pending_delay = _project_pending(
+        k, last_consume_s, e1_s, 1.0 / tds, now_s, p
+    )
+    n = k + p
+    q = _qoe_unmasked(
+        n,
+        last,
+        sum_consume_s + pending_consume,
+        sum_delay_s + pending_delay,
+        arrival_s,
+        ttft_s,
         tds,
         variant,
     )
@@ -590,6 +872,7 @@ _FLOAT_FIELDS = (
     "first_token_s",
     "last_token_s",
 )
+_E1_ROW = len(_FLOAT_FIELDS)  # the tracker's block row of e1 = t0 + ttft
 
 
 class QoETracker:
@@ -611,12 +894,34 @@ class QoETracker:
         self._size = 0
         self._record = bool(record_token_times)
         self._num_tokens = np.zeros(capacity, dtype=np.int64)
-        for name in _FLOAT_FIELDS:
-            setattr(self, "_" + name, np.full(capacity, np.nan))
-        self._e1_s = np.full(capacity, np.nan)  # t0 + ttft, the first ideal time
+        # The float fields, then e1 = t0 + ttft (the first ideal time), as the rows of one
+        # block, so that the rows of many requests move in one fancy index instead of one
+        # per field (the per-call cost dominates at a few hundred requests).
+        self._floats = np.full((len(_FLOAT_FIELDS) + 1, capacity), np.nan)
+        self._bind_fields()
         self._log_len = 0
         self._log_rows = np.zeros(capacity if self._record else 0, dtype=np.int64)
         self._log_times_s = np.zeros(capacity if self._record else 0)
+
+    def _bind_fields(self) -> None:
+        """Per-field names (``_arrival_s``, ..., ``_e1_s``) for the rows of the block."""
+        for i, name in enumerate(_FLOAT_FIELDS):
+            setattr(self, "_" + name, self._floats[i])
+        self._e1_s = self._floats[_E1_ROW]
+
+    def __getstate__(self) -> dict:
+        # The per-field views would pickle as copies, detached from the block.
+        state = self.__dict__.copy()
+        for name in (*_FLOAT_FIELDS, "e1_s"):
+            state.pop("_" + name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if "_floats" not in state:  # pickled before the block: one array per field
+            names = (*_FLOAT_FIELDS, "e1_s")
+            state = dict(state, _floats=np.stack([state["_" + name] for name in names]))
+        self.__dict__.update(state)
+        self._bind_fields()
 
     def __len__(self) -> int:
         return self._size
@@ -628,12 +933,12 @@ class QoETracker:
 
     def _grow(self, needed: int) -> None:
         new_cap = max(needed, 2 * self.capacity)
-        for name in ("_num_tokens", "_e1_s", *("_" + f for f in _FLOAT_FIELDS)):
-            old = getattr(self, name)
-            fill = 0 if old.dtype == np.int64 else np.nan
-            new = np.full(new_cap, fill, dtype=old.dtype)
-            new[: self._size] = old[: self._size]
-            setattr(self, name, new)
+        num_tokens = np.zeros(new_cap, dtype=np.int64)
+        num_tokens[: self._size] = self._num_tokens[: self._size]
+        floats = np.full((len(self._floats), new_cap), np.nan)
+        floats[:, : self._size] = self._floats[:, : self._size]
+        self._num_tokens, self._floats = num_tokens, floats
+        self._bind_fields()
 
     def add(
         self,
@@ -699,23 +1004,27 @@ class QoETracker:
                 delivery, or a row was never added; nothing is updated then.
         """
         idx = np.asarray(idx)
-        last_token = self._last_token_s[idx]
+        if idx.ndim == 0:
+            idx = idx.reshape(1)
+        # One gather of every float field (a copy), updated in place, scattered back.
+        rows = self._floats[:, idx]
+        arrival, _, tds, last_consume, sum_consume, sum_delay, first_token, last_token, e1 = rows
         # Unused rows hold NaN arrivals, and NaN compares False: one check covers all.
-        ok = t_s >= np.fmax(self._arrival_s[idx], last_token)
+        ok = t_s >= np.fmax(arrival, last_token)
         if not ok.all():
             raise self._bad_delivery(idx, np.asarray(t_s), np.atleast_1d(ok))
         k = self._num_tokens[idx]
-        tds = self._tds_tok_s[idx]
         # a = max(d, a_prev + 1/tds); fmax skips the NaN a_prev of a first token.
-        consume = np.fmax(t_s, self._last_consume_s[idx] + 1.0 / tds)
-        late = np.maximum(consume - (self._e1_s[idx] + k / tds), 0.0)
+        consume = np.fmax(t_s, last_consume + 1.0 / tds)
+        late = np.maximum(consume - (e1 + k / tds), 0.0)
         self._num_tokens[idx] = k + 1
-        self._last_consume_s[idx] = consume
-        self._sum_consume_s[idx] += consume
-        self._sum_delay_s[idx] += late
+        last_consume[:] = consume
+        sum_consume += consume
+        sum_delay += late
         # fmin keeps d_1: NaN before the first token, and later times are never smaller.
-        self._first_token_s[idx] = np.fmin(self._first_token_s[idx], t_s)
-        self._last_token_s[idx] = t_s
+        np.fmin(first_token, t_s, out=first_token)
+        last_token[:] = t_s
+        self._floats[:, idx] = rows
         if self._record:
             self._log(idx, np.broadcast_to(t_s, idx.shape))
 
@@ -731,7 +1040,8 @@ class QoETracker:
         d = np.asarray(times, dtype=np.float64).ravel()
         if d.size == 0:
             return
-        ok = np.all(np.diff(d) >= 0.0) and not np.isnan(d).any()
+        # A NaN fails a comparison with its neighbour, or (alone) the check of d[0].
+        ok = bool((d[1:] >= d[:-1]).all())
         if not (ok and d[0] >= np.fmax(self._arrival_s[i], self._last_token_s[i])):
             raise ValueError(
                 f"delivery times for row {i} must be non-decreasing, not NaN and not before "
@@ -769,6 +1079,55 @@ class QoETracker:
         return QoEState(
             num_tokens=self._num_tokens[:n],
             **{name: getattr(self, "_" + name)[:n] for name in _FLOAT_FIELDS},
+        )
+
+    def take_state(self, idx: np.ndarray) -> QoEState:
+        """``state.take(idx)`` (a copy of rows ``idx``, an int index array) in two gathers.
+
+        The fields are rows of one new block: independent copies of the tracker's rows,
+        equal to ``state.take(idx)`` value for value.
+        """
+        n = len(_FLOAT_FIELDS)
+        rows = self._floats[:n, idx]
+        return QoEState(
+            num_tokens=self._num_tokens[idx], **{_FLOAT_FIELDS[i]: rows[i] for i in range(n)}
+        )
+
+    def qoe_if_completed_at(
+        self,
+        idx: np.ndarray,
+        *,
+        now_s: float,
+        total_tokens: np.ndarray | float,
+        variant: str = "delay",
+    ) -> np.ndarray:
+        """``qoe_if_completed_at(self.state, rows=idx, ...)``, same bits, fewer gathers.
+
+        Args:
+            idx: Rows (an int index array).
+            now_s: Current time, seconds (finite).
+            total_tokens: Output lengths of those rows (or a scalar).
+            variant: One of ``VARIANTS``.
+
+        Returns:
+            float64 array, one QoE per row of ``idx``.
+        """
+        _check_variant(variant)
+        _check_now(now_s)
+        rows = self._floats[:, idx]
+        arrival, ttft, tds, last, sum_consume, sum_delay, _, _, e1 = rows
+        return _qoe_if_completed(
+            arrival,
+            ttft,
+            tds,
+            e1,
+            self._num_tokens[idx],
+            last,
+            sum_consume,
+            sum_delay,
+            now_s,
+            total_tokens,
+            variant,
         )
 
     def qoe(self, idx: np.ndarray | None = None, variant: str = "delay") -> np.ndarray:

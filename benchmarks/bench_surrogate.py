@@ -4,7 +4,7 @@ Three measurements, printed as a Markdown section and saved to
 benchmarks/results/surrogate.md:
 
 1. Env steps per second with a fixed scoring action, K = 64, on a contended (moderate)
-   load, and where the time of a step goes (cProfile, by component).
+   load, and where the time of a step goes (by component).
 2. Simulated seconds per second on a one-hour, ~5 req/s ShareGPT workload on the
    llama7b_a100 profile under FCFS, with the closed-form fast path on and off.
 3. Cost per env step with 100 / 1,000 / 10,000 concurrent requests (K = 64), and cost
@@ -19,8 +19,6 @@ Usage: ``python benchmarks/bench_surrogate.py [--quick] [--out PATH]``
 from __future__ import annotations
 
 import argparse
-import cProfile
-import pstats
 import sys
 import time
 from pathlib import Path
@@ -96,22 +94,96 @@ STEP_SCENARIOS = (
 )
 
 
-COMPONENTS = {
-    "QoE predictions for the candidates (make_candidates)": ("candidates.py", "make_candidates"),
-    "reward potential (_potential_now)": ("scheduling_env.py", "_potential_now"),
-    "observation (observe)": ("features.py", "observe"),
-    "selection (scores_from_slots + select)": (None, None),
-    "simulator: apply (preempt, admit, iterate)": ("simulator.py", "apply"),
-    "simulator: next_decision (incl. the candidates)": ("simulator.py", "next_decision"),
-}
+class ComponentTimer:
+    """CPU time (`time.thread_time`) spent inside chosen functions while it is active
+    (wrappers installed on enter, removed on exit). A wrapper costs about a microsecond
+    per call, so the parts add up to a little more than an unwrapped step."""
+
+    def __init__(self, targets: dict[str, tuple[object, str]]) -> None:
+        self.targets = targets
+        self.seconds = dict.fromkeys(targets, 0.0)
+        self._saved: list[tuple[object, str, object]] = []
+
+    def _wrap(self, label: str, func):
+        seconds = self.seconds
+
+        def timed(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                seconds[label] += time.thread_time() - start
+
+        return timed
+
+    def __enter__(self):
+        for label, (owner, name) in self.targets.items():
+            func = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+            self._saved.append((owner, name, func))
+            setattr(owner, name, self._wrap(label, func))
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, func in reversed(self._saved):
+            setattr(owner, name, func)
+        self._saved.clear()
 
 
-def _cumtime(stats: pstats.Stats, file_part: str, func: str) -> float:
-    total = 0.0
-    for (path, _, name), row in stats.stats.items():
-        if name == func and path.endswith(file_part):
-            total += row[3]
-    return total
+def step_components(env, seed: int) -> tuple[dict[str, float], int]:
+    """Seconds per component over the steps of one episode (its reset untimed)."""
+    from andes_gym.envs import scheduling_env
+    from andes_gym.envs.scheduling_env import SchedulingEnv
+    from andes_gym.surrogate import simulator
+
+    targets = {
+        "step": (SchedulingEnv, "step"),
+        "apply": (SurrogateBackend, "apply"),
+        "next_decision": (SurrogateBackend, "next_decision"),
+        "decision_point": (SurrogateBackend, "_decision_point"),
+        "make_candidates": (simulator, "make_candidates"),
+        "observe": (scheduling_env, "observe"),
+        "potential": (SchedulingEnv, "_potential_now"),
+        "scores": (SchedulingEnv, "_slot_scores_to_candidates"),
+        "select": (scheduling_env, "select"),
+    }
+    action = fixed_action(env.action_space.shape[0])
+    env.reset(seed=seed)
+    steps = 0
+    with ComponentTimer(targets) as timer:
+        while True:
+            _, _, terminated, truncated, _ = env.step(action)
+            steps += 1
+            if terminated or truncated:
+                break
+    return timer.seconds, steps
+
+
+def component_rows(sec: dict[str, float], steps: int, reset_s: float) -> list[str]:
+    """Table rows: microseconds per step and share of the step, by component."""
+    parts = {
+        "QoE predictions and candidate arrays (`make_candidates`)": sec["make_candidates"],
+        "rest of the decision point (capacity, gathers)": sec["decision_point"]
+        - sec["make_candidates"],
+        "rest of `next_decision` (arrivals, uncontested stretches, tracker sync)": sec[
+            "next_decision"
+        ]
+        - sec["decision_point"],
+        "simulator `apply` (preempt, admit, iterate, tracker sync)": sec["apply"],
+        "observation (`observe`)": sec["observe"],
+        "reward potential (`_potential_now`)": sec["potential"],
+        "selection (`scores_from_slots` + `select`)": sec["scores"] + sec["select"],
+    }
+    parts["environment glue (checks, info, copies)"] = sec["step"] - sum(parts.values())
+    rows = [
+        f"| {label} | {1e6 * t / steps:,.0f} | {100 * t / sec['step']:.0f}% |"
+        for label, t in parts.items()
+    ]
+    rows.append(f"| **a step** | **{1e6 * sec['step'] / steps:,.0f}** | 100% |")
+    rows.append(
+        f"| episode start (`reset`: the uncontested stretch before the first decision), "
+        f"per step | {1e6 * reset_s / steps:,.0f} | - |"
+    )
+    return rows
 
 
 def bench_steps() -> list[str]:
@@ -121,54 +193,49 @@ def bench_steps() -> list[str]:
         "`skip_uncontested=True` (only contested decisions are steps); a fixed FCFS-like "
         "action. On llama7b_a100 contention starts only when more than 256 requests "
         "(max_num_seqs) are present, so every step there has 257+ candidates; the cpu_tiny "
-        "row shows a smaller engine (48 sequences, 128 KV blocks).",
+        "row shows a smaller engine (48 sequences, 128 KV blocks). An episode's time "
+        "includes its `reset`, which simulates the uncontested start of the episode "
+        "(before the first decision); the last column leaves it out.",
         "",
         "| workload | engine | steps | candidates per step (mean / max) | mean QoE "
-        "| CPU s | wall s | steps/s (CPU) | steps/s (wall) | us per step (CPU) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU s | wall s | steps/s (CPU) | steps/s (wall) | us per step (CPU) "
+        "| reset ms (CPU) | steps/s without reset (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    stats = None
+    components = None
     for label, workload, engine in STEP_SCENARIOS:
         env = SurrogateEnv(workload=workload, engine=engine, k_slots=64)
         play_fixed(env, seed=0, max_steps=50)  # warm up
         with Clock() as c:
             steps, cands, info = play_fixed(env, seed=0)
+        reset_cpu = min(_reset_cpu_s(env) for _ in range(3))
         summary = info["qoe_summary"]
         lines.append(
             f"| {label} | {engine} | {steps} | {np.mean(cands):.0f} / {max(cands)} "
             f"| {summary['mean_qoe']:.3f} | {c.cpu:.2f} | {c.wall:.2f} | {steps / c.cpu:,.0f} "
-            f"| {steps / c.wall:,.0f} | {1e6 * c.cpu / steps:.0f} |"
+            f"| {steps / c.wall:,.0f} | {1e6 * c.cpu / steps:.0f} | {1e3 * reset_cpu:.1f} "
+            f"| {steps / max(c.cpu - reset_cpu, 1e-9):,.0f} |"
         )
-        if stats is None:
-            prof = cProfile.Profile()
-            prof.enable()
-            play_fixed(env, seed=0)
-            prof.disable()
-            stats = pstats.Stats(prof)
-    step_total = _cumtime(stats, "scheduling_env.py", "step")
+        if components is None:
+            sec, n = step_components(env, seed=0)
+            components = component_rows(sec, n, reset_cpu)
     lines += [
         "",
-        "Where a step's time goes in the first row (cProfile cumulative time, share of "
-        "`step`; profiler overhead inflates small calls):",
+        "Where the time goes in the first row (CPU time inside each part, measured with "
+        "wrappers on one more episode; microseconds per step):",
         "",
-        "| component | share |",
-        "|---|---|",
-    ]
-    for label, (file_part, func) in COMPONENTS.items():
-        if file_part is None:
-            t = _cumtime(stats, "features.py", "scores_from_slots")
-            t += _cumtime(stats, "selection.py", "select")
-        else:
-            t = _cumtime(stats, file_part, func)
-        lines.append(f"| {label} | {100 * t / step_total:.0f}% |")
-    pred = _cumtime(stats, "qoe.py", "predict_qoe")
-    lines += [
-        "",
-        f"`andes_gym.qoe.predict_qoe` alone (inside the candidates and the potential): "
-        f"{100 * pred / step_total:.0f}% of the step time.",
+        "| component | us per step | share of a step |",
+        "|---|---|---|",
+        *components,
         "",
     ]
     return lines
+
+
+def _reset_cpu_s(env) -> float:
+    with Clock() as c:
+        env.reset(seed=0)
+    return c.cpu
 
 
 def hour_workload(duration_s: float) -> Workload:

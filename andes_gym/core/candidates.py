@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from andes_gym.qoe import QoEState, predict_qoe
+from andes_gym.qoe import QoEState, predict_qoe_many
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,10 @@ class Capacity:
                 f"{self.total_kv_blocks}, {self.block_size}, {self.max_num_seqs}"
             )
         lat = np.asarray(self.iter_latency_s, dtype=np.float64)
-        if lat.shape != (self.max_num_seqs + 1,) or not np.all(np.isfinite(lat)) or (lat < 0).any():
+        # min >= 0 and max < inf: finite and non-negative (a NaN fails both comparisons).
+        if lat.shape != (self.max_num_seqs + 1,) or not (
+            np.minimum.reduce(lat) >= 0.0 and np.maximum.reduce(lat) < np.inf
+        ):
             raise ValueError(
                 f"Capacity.iter_latency_s must be {self.max_num_seqs + 1} finite non-negative "
                 f"latencies (batch 0..max_num_seqs), got shape {lat.shape}"
@@ -152,27 +155,13 @@ def make_candidates(
     rate_tok_s = 1.0 / max(capacity.token_latency_s(batch), 1e-9)
     total = None if remaining_tokens is None else qoe_state.num_tokens + remaining_tokens
     horizon_s = now_s + lookahead_s
-    qoe_now = predict_qoe(
+    # One pass for the three scenarios (now; served / waiting over the look-ahead): each
+    # row equals its own predict_qoe call bit for bit, at a third of the numpy calls.
+    qoe_now, q_serve, q_wait = predict_qoe_many(
         qoe_state,
         now_s=now_s,
-        horizon_s=now_s,
-        rate_tok_s=0.0,
-        variant=qoe_variant,
-        total_tokens=total,
-    )
-    q_serve = predict_qoe(
-        qoe_state,
-        now_s=now_s,
-        horizon_s=horizon_s,
-        rate_tok_s=rate_tok_s,
-        variant=qoe_variant,
-        total_tokens=total,
-    )
-    q_wait = predict_qoe(
-        qoe_state,
-        now_s=now_s,
-        horizon_s=horizon_s,
-        rate_tok_s=0.0,
+        horizons_s=(now_s, horizon_s, horizon_s),
+        rates_tok_s=(0.0, rate_tok_s, 0.0),
         variant=qoe_variant,
         total_tokens=total,
     )

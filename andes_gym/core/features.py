@@ -114,6 +114,13 @@ class FeatureSpec:
                 )
 
 
+def _clip(x: np.ndarray, lo: float, hi: float, out: np.ndarray | None = None) -> np.ndarray:
+    """`np.clip(x, lo, hi)` (same values, NaN kept) as two ufunc calls: np.clip's Python
+    wrapper costs more than the clipping of a few hundred numbers."""
+    y = np.maximum(x, lo, out=out)
+    return np.minimum(y, hi, out=y)
+
+
 def slot_order(candidates: Candidates, k_slots: int) -> np.ndarray:
     """Candidate indices that fill the K slots: running by arrival, then waiting by arrival."""
     order = np.lexsort((candidates.request_id, candidates.arrival_s, ~candidates.is_running))
@@ -145,37 +152,42 @@ def observe(
     if m:
         c = candidates
         now = c.now_s
-        ttft = np.maximum(c.ttft_s[idx], 1e-6)
+        # Each candidate array is gathered once; the columns are computed as before
+        # (same operations, contiguous inputs to the log1p calls) and written row by row
+        # into one float64 block, transposed into the float32 slots at the end.
+        ttft_raw = c.ttft_s[idx]
+        arrival = c.arrival_s[idx]
+        ttft = np.maximum(ttft_raw, 1e-6)
         tds = c.tds_tok_s[idx]
         delivered = c.tokens_delivered[idx]
-        next_ideal_s = c.arrival_s[idx] + c.ttft_s[idx] + delivered / tds
+        next_ideal_s = arrival + ttft_raw + delivered / tds
         last_consume = c.qoe_state.last_consume_s[idx]
         buffer_tok = np.where(
             np.isnan(last_consume), 0.0, np.maximum(last_consume - now, 0.0) * tds
         )
+        q_serve = c.q_serve[idx]
+        q_wait = c.q_wait[idx]
+        cols = np.empty((len(SLOT_FEATURES), m))
+        cols[0] = c.is_running[idx]
+        cols[1] = np.log1p(np.maximum(now - arrival, 0.0) / ttft)
+        cols[2] = np.log1p(delivered) / 8.0
+        cols[3] = _clip((now - next_ideal_s) / ttft, -4.0, 4.0)
+        cols[4] = np.log1p(buffer_tok) / 4.0
+        cols[5] = c.qoe_now[idx]
+        cols[6] = q_serve
+        cols[7] = q_wait
+        cols[8] = _clip(10.0 * (q_serve - q_wait), 0.0, 4.0)
+        cols[9] = np.log1p(c.prompt_tokens[idx]) / 8.0
+        cols[10] = c.kv_blocks_needed[idx] / total_blocks
+        cols[11] = c.kv_blocks_held[idx] / total_blocks
+        cols[12] = tds * latency_now_s
+        cols[13] = np.minimum(c.num_preemptions[idx], 4) / 4.0
+        if spec.oracle and c.remaining_tokens is not None:
+            cols[14] = np.log1p(c.remaining_tokens[idx]) / 8.0
+        else:
+            cols[14] = 0.0
         slots = obs[: k * f].reshape(k, f)
-        cols = [
-            c.is_running[idx],
-            np.log1p(np.maximum(now - c.arrival_s[idx], 0.0) / ttft),
-            np.log1p(delivered) / 8.0,
-            np.clip((now - next_ideal_s) / ttft, -4.0, 4.0),
-            np.log1p(buffer_tok) / 4.0,
-            c.qoe_now[idx],
-            c.q_serve[idx],
-            c.q_wait[idx],
-            np.clip(10.0 * (c.q_serve[idx] - c.q_wait[idx]), 0.0, 4.0),
-            np.log1p(c.prompt_tokens[idx]) / 8.0,
-            c.kv_blocks_needed[idx] / total_blocks,
-            c.kv_blocks_held[idx] / total_blocks,
-            tds * latency_now_s,
-            np.minimum(c.num_preemptions[idx], 4) / 4.0,
-            (
-                np.log1p(c.remaining_tokens[idx]) / 8.0
-                if spec.oracle and c.remaining_tokens is not None
-                else np.zeros(m)
-            ),
-        ]
-        slots[:m] = np.stack(cols, axis=1)
+        slots[:m] = cols.T
         obs[k * f : k * f + m] = 1.0
     n = len(candidates)
     lat1 = max(capacity.token_latency_s(1), 1e-12)
@@ -187,7 +199,7 @@ def observe(
     g[4] = max(n - k, 0) / n if n else 0.0
     g[5] = min(capacity.token_latency_s(capacity.max_num_seqs) / lat1 - 1.0, 8.0)
     g[6] = candidates.tds_tok_s.max() * latency_now_s if n else 0.0
-    np.clip(obs, -OBS_BOUND, OBS_BOUND, out=obs)
+    _clip(obs, -OBS_BOUND, OBS_BOUND, out=obs)
     return obs, idx
 
 

@@ -68,8 +68,9 @@ def select(scores: np.ndarray, candidates: Candidates, capacity: Capacity) -> De
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (n,):
         raise InvalidDecision(f"scores must have shape ({n},), got {scores.shape}")
-    if not np.all(np.isfinite(scores)):
-        bad = int(np.argmax(~np.isfinite(scores)))
+    finite = np.isfinite(scores)
+    if not finite.all():
+        bad = int(np.argmax(~finite))
         raise InvalidDecision(f"scores[{bad}] = {scores[bad]} is not finite")
     order = priority_order(scores, candidates)
     need = candidates.kv_blocks_needed[order]
@@ -82,20 +83,69 @@ def select(scores: np.ndarray, candidates: Candidates, capacity: Capacity) -> De
     if prefix:
         blocks_budget -= int(cum[prefix - 1])
         seqs_budget -= prefix
-    rest = []
-    for pos in range(prefix + 1, n):
-        if seqs_budget == 0 or blocks_budget == 0:
-            break
-        if need[pos] <= blocks_budget:
-            rest.append(order[pos])
-            blocks_budget -= int(need[pos])
-            seqs_budget -= 1
-    if rest:
-        chosen.append(np.asarray(rest, dtype=np.int64))
+    # The candidate at `prefix` did not fit (or no seat is left); walk on past it.
+    chosen += _fill_rest(order[prefix + 1 :], need[prefix + 1 :], blocks_budget, seqs_budget)
     picked = np.concatenate(chosen).astype(np.int64, copy=False)
     selected = np.zeros(n, dtype=bool)
     selected[picked] = True
     return Decision(selected=selected, order=picked)
+
+
+# `_fill_rest` walks at most this many candidates one by one (plain Python on lists is
+# the fastest way through a short rest); a longer rest first goes through numpy rounds.
+_WALK_MAX = 128
+# Rounds of `_fill_rest` before it walks whatever is left one candidate at a time.
+_MAX_FILL_ROUNDS = 8
+
+
+def _fill_rest(
+    order: np.ndarray, need: np.ndarray, blocks_budget: int, seqs_budget: int
+) -> list[np.ndarray]:
+    """The candidates after the first skipped one that still fit, in order.
+
+    The rule walks them one by one: stop when no seat or no block is left; take one when
+    its blocks fit. A long rest (thousands of candidates under a burst) is first cut down
+    in rounds of a few numpy calls: the budget only shrinks, so a candidate that does
+    not fit now never will and is dropped; of the others the longest prefix that fits
+    is taken, and the first one past it is skipped. The walk finishes what is left.
+    """
+    taken = []
+    if seqs_budget == 0 or blocks_budget == 0 or not len(need):
+        return taken
+    # Rounds need sizes >= 0 (sorted running sums); anything else is walked.
+    rounds = 0
+    if len(need) > _WALK_MAX and blocks_budget > 0 and np.minimum.reduce(need) >= 0:
+        rounds = _MAX_FILL_ROUNDS
+    for _ in range(rounds):
+        if seqs_budget == 0 or blocks_budget == 0 or len(need) <= _WALK_MAX:
+            break
+        fits = need <= blocks_budget
+        if not fits.all():
+            order, need = order[fits], need[fits]
+            if not len(need):
+                return taken
+        cum = np.cumsum(need)
+        # Stop after the budget is used up exactly, as the walk does (before any 0-block one).
+        num = min(
+            int(np.searchsorted(cum, blocks_budget, side="right")),
+            int(np.searchsorted(cum, blocks_budget, side="left")) + 1,
+            seqs_budget,
+        )
+        taken.append(order[:num])
+        blocks_budget -= int(cum[num - 1])
+        seqs_budget -= num
+        order, need = order[num + 1 :], need[num + 1 :]
+    rest = []
+    for cand, blocks in zip(order.tolist(), need.tolist(), strict=True):
+        if seqs_budget == 0 or blocks_budget == 0:
+            break
+        if blocks <= blocks_budget:
+            rest.append(cand)
+            blocks_budget -= blocks
+            seqs_budget -= 1
+    if rest:
+        taken.append(np.asarray(rest, dtype=np.int64))
+    return taken
 
 
 def decision_from_order(order: np.ndarray, num_candidates: int) -> Decision:

@@ -16,7 +16,6 @@ from andes_gym.core.features import OBS_BOUND, FeatureSpec, observe, scores_from
 from andes_gym.core.selection import Decision, decision_from_order, priority_order, select
 from andes_gym.envs.backend import EngineBackend
 from andes_gym.metrics import request_metrics, summarize
-from andes_gym.qoe import predict_qoe
 from andes_gym.workloads.spec import Workload
 
 DecisionContext = tuple[Candidates, Capacity, np.ndarray]
@@ -161,8 +160,9 @@ class SchedulingEnv(gym.Env):
         arr = np.asarray(action, dtype=np.float64)
         if arr.shape != (k,):
             raise ValueError(f"action must have shape ({k},) (one score per slot), got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            bad = int(np.argmax(~np.isfinite(arr)))
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = int(np.argmax(~finite))
             raise ValueError(f"action[{bad}] = {arr[bad]} is not finite; scores must be numbers")
         return arr
 
@@ -195,37 +195,32 @@ class SchedulingEnv(gym.Env):
         """
         wl = self.workload
         now = self.backend.now_s
-        state = self.backend.tracker.state
+        tracker = self.backend.tracker
         variant = self.backend.decision_config.qoe_variant
         newly = self.backend.finished & ~self._counted
-        if newly.any():
-            idx = np.flatnonzero(newly)
-            self._final_sum += float(
-                predict_qoe(
-                    state.take(idx),
-                    now_s=now,
-                    horizon_s=now,
-                    rate_tok_s=0.0,
-                    variant=variant,
-                    total_tokens=wl.output_tokens[idx],
-                    pending="all",
-                ).sum()
-            )
-            self._counted |= newly
         n_arrived = int(np.searchsorted(wl.arrival_s, now, side="right"))
         active = np.flatnonzero(~self._counted[:n_arrived])
-        if len(active) == 0:
+        if not newly.any():
+            if len(active) == 0:
+                return self._final_sum
+            open_qoe = tracker.qoe_if_completed_at(
+                active, now_s=now, total_tokens=wl.output_tokens[active], variant=variant
+            )
+            return self._final_sum + float(open_qoe.sum())
+        # Requests that finished since the last call join the fixed sum; the still open
+        # ones are evaluated with them in one pass (each part summed on its own, as two
+        # separate calls would, so the float results do not change).
+        idx = np.flatnonzero(newly)
+        self._counted |= newly
+        open_rows = active[~newly[active]]
+        rows = np.concatenate((idx, open_rows))
+        q = tracker.qoe_if_completed_at(
+            rows, now_s=now, total_tokens=wl.output_tokens[rows], variant=variant
+        )
+        self._final_sum += float(q[: len(idx)].sum())
+        if len(open_rows) == 0:
             return self._final_sum
-        open_sum = predict_qoe(
-            state.take(active),
-            now_s=now,
-            horizon_s=now,
-            rate_tok_s=0.0,
-            variant=variant,
-            total_tokens=wl.output_tokens[active],
-            pending="all",
-        ).sum()
-        return self._final_sum + float(open_sum)
+        return self._final_sum + float(q[len(idx) :].sum())
 
     def _step_info(self) -> dict:
         ctx = self._ctx

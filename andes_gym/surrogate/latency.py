@@ -78,6 +78,15 @@ class LatencyModel(ABC):
             dtype=np.float64,
         )
 
+    def _batch_sizes(self, max_num_seqs: int) -> np.ndarray:
+        """`0.0, 1.0, ..., max_num_seqs`, kept between calls (every decision point asks)."""
+        batch = getattr(self, "_batch_cache", None)
+        if batch is None or len(batch) != max_num_seqs + 1:
+            batch = np.arange(max_num_seqs + 1, dtype=np.float64)
+            batch.flags.writeable = False
+            self._batch_cache = batch
+        return batch
+
     def decode_latency_by_batch(self, max_num_seqs: int, mean_context_tokens: float) -> np.ndarray:
         """Pure-decode iteration latency for batch sizes 0..max_num_seqs (the Capacity field).
 
@@ -135,7 +144,7 @@ class LinearLatencyModel(LatencyModel):
         return self._vec(0, num_decode_seqs, ctx)
 
     def decode_latency_by_batch(self, max_num_seqs, mean_context_tokens) -> np.ndarray:
-        batch = np.arange(max_num_seqs + 1, dtype=np.float64)
+        batch = self._batch_sizes(max_num_seqs)
         return self._vec(0, batch, batch * mean_context_tokens)
 
 
@@ -197,7 +206,7 @@ class RooflineLatencyModel(LatencyModel):
         return self._vec(0, num_decode_seqs, ctx)
 
     def decode_latency_by_batch(self, max_num_seqs, mean_context_tokens) -> np.ndarray:
-        batch = np.arange(max_num_seqs + 1, dtype=np.float64)
+        batch = self._batch_sizes(max_num_seqs)
         return self._vec(0, batch, batch * mean_context_tokens)
 
 

@@ -33,6 +33,10 @@ class PendingTokens:
         self._times_s = np.zeros(1024)
         self._len = 0
         self._start = np.full(num_requests, -1, dtype=np.int64)
+        # Set by the simulator while the log is flushed after every iteration (a decision
+        # of one iteration): tokens then skip the log. Only then: a flush over several
+        # logged iterations may use `deliver_many`, which rounds differently.
+        self.deliver_single = False
 
     def _append(self, times_s: np.ndarray | float) -> None:
         times = np.atleast_1d(times_s)
@@ -60,6 +64,12 @@ class PendingTokens:
         """
         num = np.size(times_s)
         first = self._len
+        if self.deliver_single and first == 0 and num == 1:
+            # One iteration on an empty log, flushed before the next (see
+            # `deliver_single`): the flush would deliver exactly this, one `deliver` for
+            # the iteration (rows are independent, so grouping them changes nothing).
+            self.tracker.deliver(ids, float(np.reshape(times_s, -1)[0]))
+            return
         self._append(times_s)
         start = self._start[ids]
         fresh = start < 0
@@ -82,6 +92,8 @@ class PendingTokens:
 
     def flush(self, ids: np.ndarray) -> None:
         """Reports the unreported tokens of `ids` to the tracker (others are left alone)."""
+        if self._len == 0:  # an empty log: nothing is pending
+            return
         tracker = self.tracker
         start = self._start[ids]
         has = start >= 0
@@ -108,6 +120,8 @@ class PendingTokens:
 
     def flush_all(self, active: np.ndarray) -> None:
         """Reports every unreported token; `active` must hold every running request."""
+        if self._len == 0:
+            return
         self.flush(active)
         # Nothing is pending any more, so the log can start over.
         self._len = 0

@@ -61,6 +61,10 @@ FUTURE, WAITING, RUNNING, FINISHED = 0, 1, 2, 3
 
 # Longest closed-form segment; bounds the temporary arrays of one segment.
 _MAX_SEGMENT_ITERS = 4096
+# Auto-applied segments are cut to a guess of where they stop (iterations to the next
+# arrival times this margin, plus two), but never below this many iterations.
+_MIN_SEGMENT_ITERS = 4
+_STOP_GUESS_MARGIN = 1.25
 
 
 class SurrogateBackend(EngineBackend):
@@ -210,14 +214,14 @@ class SurrogateBackend(EngineBackend):
                     return None
                 self._now = max(self._now, t_next)
                 continue
-            needed = self._blocks_needed(self._active)
+            needed, context = self._blocks_and_context(self._active)
             if self.skip_uncontested and self._uncontested(needed):
                 self._order = self._active
                 self._iters_left = self.decision_config.iters_per_decision
                 self._run_iterations(extend=True)
                 continue
             self.sync_tracker()
-            return self._decision_point(needed)
+            return self._decision_point(needed, context)
 
     def apply(self, decision: Decision) -> None:
         cands = self._cands
@@ -238,7 +242,12 @@ class SurrogateBackend(EngineBackend):
         if len(self._order) == 0:
             self._empty_iteration()
         else:
-            self._run_iterations(extend=False)
+            # One iteration, then the flush below: its tokens may skip the pending log.
+            self._pending.deliver_single = self._iters_left == 1
+            try:
+                self._run_iterations(extend=False)
+            finally:
+                self._pending.deliver_single = False
         self.sync_tracker()
 
     def sync_tracker(self) -> None:
@@ -306,18 +315,24 @@ class SurrogateBackend(EngineBackend):
         Decoding: its context plus the token it computes next. In prefill (fresh, recompute-
         preempted or mid-chunk): its full (re-)prefill context plus the first decode token.
         """
-        p_plus_g = self._prompt[ids] + self._gen[ids]
-        in_prefill = (p_plus_g - self._comp[ids] > 1) | (self._gen[ids] == 0)
-        return (p_plus_g + in_prefill + (self._bs - 1)) // self._bs
+        return self._blocks_and_context(ids)[0]
+
+    def _blocks_and_context(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`_blocks_needed(ids)` and the context `prompt + generated` it is computed from."""
+        gen = self._gen[ids]
+        p_plus_g = self._prompt[ids] + gen
+        in_prefill = (p_plus_g - self._comp[ids] > 1) | (gen == 0)
+        return (p_plus_g + in_prefill + (self._bs - 1)) // self._bs, p_plus_g
 
     def _uncontested(self, needed: np.ndarray) -> bool:
         """The test SchedulingEnv applies: every candidate fits, so every policy agrees."""
         return len(needed) <= self._max_seqs and int(needed.sum()) <= self._total_blocks
 
-    def _decision_point(self, needed: np.ndarray) -> tuple[Candidates, Capacity]:
+    def _decision_point(
+        self, needed: np.ndarray, context: np.ndarray
+    ) -> tuple[Candidates, Capacity]:
         act = self._active
         is_running = self._status[act] == RUNNING
-        context = self._prompt[act] + self._gen[act]
         ctx_sel = context[is_running] if is_running.any() else context
         mean_context = float(ctx_sel.sum()) / len(ctx_sel)
         capacity = Capacity(
@@ -336,7 +351,7 @@ class SurrogateBackend(EngineBackend):
             kv_blocks_held=self._held[act],
             kv_blocks_needed=needed,
             num_preemptions=self._preempt[act],
-            qoe_state=self.tracker.state.take(act),
+            qoe_state=self.tracker.take_state(act),
             capacity=capacity,
             lookahead_s=cfg.lookahead_s,
             qoe_variant=cfg.qoe_variant,
@@ -384,7 +399,7 @@ class SurrogateBackend(EngineBackend):
         if not len(self._order):
             self._iters_left = 0
 
-    def _segment_plan(self) -> tuple[np.ndarray, float | None] | None:
+    def _segment_plan(self) -> tuple[np.ndarray, float | None, np.ndarray] | None:
         """Whether the next iterations can run as a closed-form segment, and how.
 
         A segment needs every selected request to decode from its second iteration on:
@@ -394,9 +409,9 @@ class SurrogateBackend(EngineBackend):
         through the general path.
 
         Returns:
-            None, or `(base, head_s)`: per request `base + j + 1` is its context after
-            segment iteration j; `head_s` is the head iteration's latency (None when all
-            were decoding already).
+            None, or `(base, head_s, gen)`: per request `base + j + 1` is its context
+            after segment iteration j; `head_s` is the head iteration's latency (None when
+            all were decoding already); `gen` its tokens generated so far.
         """
         if self._swap_debt_s != 0.0:
             return None
@@ -407,7 +422,7 @@ class SurrogateBackend(EngineBackend):
         decoding = (pending == 1) & (gen > 0)
         running = self._status[order] == RUNNING
         if decoding.all() and running.all():
-            return comp, None
+            return comp, None, gen
         if len(order) > self._max_seqs or int(pending.sum()) > self._max_tokens:
             return None
         if self._swap and self._swapped[order].any():
@@ -418,7 +433,7 @@ class SurrogateBackend(EngineBackend):
         num_decode = int(np.count_nonzero(decoding))
         prefill_tokens = int(pending.sum()) - num_decode
         head_s = self.latency.iteration_s(prefill_tokens, num_decode, int(full.sum()))
-        return full - 1, head_s
+        return full - 1, head_s, gen
 
     def _empty_iteration(self) -> None:
         """An iteration that runs nothing: time still advances (never hang)."""
@@ -534,7 +549,9 @@ class SurrogateBackend(EngineBackend):
             self._finish(producers[done])
 
     # ------------------------------------------------------- closed-form segments
-    def _decode_segment(self, extend: bool, base: np.ndarray, head_s: float | None) -> bool:
+    def _decode_segment(
+        self, extend: bool, base: np.ndarray, head_s: float | None, gen: np.ndarray
+    ) -> bool:
         """Runs m >= 1 iterations of the current batch in closed form (see `_segment_plan`).
 
         Requests that deliver their last token inside the segment leave the batch there,
@@ -548,7 +565,7 @@ class SurrogateBackend(EngineBackend):
             the general path then preempts.
         """
         run = self._order
-        remaining = self._output[run] - self._gen[run]
+        remaining = self._output[run] - gen
         if not extend and self._iters_left == 1:  # one iteration: only it must fit
             fits = int(((base + self._bs) // self._bs).sum()) <= self._total_blocks
             m = 1 if fits else 0
@@ -556,18 +573,23 @@ class SurrogateBackend(EngineBackend):
             m = min(int(remaining.max()), self._blocks_safe_iters(base), _MAX_SEGMENT_ITERS)
             if not extend:
                 m = min(m, self._iters_left)
+            elif m > _MIN_SEGMENT_ITERS:
+                m = self._iters_to_stop_guess(base, m)
         if m <= 0:
             return False
         latencies = self._segment_latencies(base, remaining, m)
         if head_s is not None:
             latencies[0] = head_s
             self._status[run] = RUNNING  # the head admits the queued requests
-        times = np.cumsum(np.concatenate(((self._now,), latencies)))[1:]
+        if m == 1:  # the cumulative sum below, in one add
+            times = self._now + latencies
+        else:
+            times = np.cumsum(np.concatenate(((self._now,), latencies)))[1:]
         n_dec = self.decision_config.iters_per_decision
         if extend:
             m = self._extended_stop(times, m, n_dec)
             times = times[:m]
-        self._record_segment(run, base, remaining, times)
+        self._record_segment(run, base, gen, remaining, times)
         self._now = float(times[-1])
         self._num_iterations += m
         self._iters_left = (self._iters_left - m) % n_dec if extend else self._iters_left - m
@@ -579,7 +601,8 @@ class SurrogateBackend(EngineBackend):
         """Latencies of the segment's m iterations; iteration j runs the requests with
         more than j tokens left, each attending to `comp + j + 1` tokens."""
         batch = len(comp)
-        if int(remaining.min()) >= m:  # nobody finishes: a constant batch
+        # Nobody finishes (m == 1 included: every request has a token left): constant batch.
+        if m == 1 or int(remaining.min()) >= m:
             return self.latency.decode_run_s(batch, int(comp.sum()) + batch, m)
         by_rem = np.argsort(remaining, kind="stable")
         rem_sorted = remaining[by_rem]
@@ -592,19 +615,25 @@ class SurrogateBackend(EngineBackend):
         return self.latency.iteration_s_array(np.zeros(m), alive, ctx)
 
     def _record_segment(
-        self, run: np.ndarray, comp: np.ndarray, remaining: np.ndarray, times: np.ndarray
+        self,
+        run: np.ndarray,
+        comp: np.ndarray,
+        gen: np.ndarray,
+        remaining: np.ndarray,
+        times: np.ndarray,
     ) -> None:
-        """State after the segment: tokens, KV blocks, finished requests."""
+        """State after the segment: tokens, KV blocks, finished requests (`comp`, `gen`:
+        computed and generated tokens of `run` before it)."""
         m = len(times)
-        steps = np.minimum(remaining, m)
-        self._pending.produced(run, times, steps)
+        # One iteration: every request has a token left, so each makes one step.
+        steps = 1 if m == 1 else np.minimum(remaining, m)
+        self._pending.produced(run, times, None if m == 1 else steps)
         comp = comp + steps
         self._comp[run] = comp
         held = (comp + (self._bs - 1)) // self._bs
         self._blocks_used += int((held - self._held[run]).sum())
         self._held[run] = held
-        gen = self._gen[run] + steps
-        self._gen[run] = gen
+        self._gen[run] = gen + steps
         done = steps == remaining
         if done.any():
             self._finish(run[done])
@@ -625,14 +654,41 @@ class SurrogateBackend(EngineBackend):
         batch = len(comp)
         return int(j1[slack % batch]) + (slack // batch) * bs
 
-    def _extended_stop(self, times: np.ndarray, m: int, n_dec: int) -> int:
-        """Iterations an auto-applied segment runs: up to the first decision boundary
-        whose time reaches the next arrival or the time limit, else all `m`."""
+    def _stop_time_s(self) -> float:
+        """When an auto-applied segment must stop: the next arrival or the time limit."""
         limit = np.inf
         if self._next_arrival < self._n:
             limit = float(self._arrival[self._next_arrival])
         if self.time_limit_s is not None:
             limit = min(limit, float(self.time_limit_s))
+        return limit
+
+    def _iters_to_stop_guess(self, base: np.ndarray, m: int) -> int:
+        """At most `m` iterations, cut to about those an auto-applied segment will run.
+
+        `_extended_stop` cuts the segment at the next arrival, often two or three
+        iterations in, so pricing all `m` (up to the longest response) is wasted, and a
+        short segment more often has nobody finishing in it (the cheap constant-batch
+        case). The guess prices iterations like the first decode iteration, with a margin;
+        if they turn out faster the segment just ends early and the next one carries on:
+        where a segment ends changes no time and no token (iterations are the same
+        whichever segment prices them).
+        """
+        limit = self._stop_time_s()
+        if limit == np.inf:
+            return m
+        batch = len(base)
+        iter_s = self.latency.iteration_s(0, batch, int(base.sum()) + batch)
+        if not iter_s > 0.0:
+            return m
+        guess = _STOP_GUESS_MARGIN * (limit - self._now) / iter_s + 2.0
+        guess += self.decision_config.iters_per_decision  # up to the next decision boundary
+        return int(min(float(m), max(guess, float(_MIN_SEGMENT_ITERS))))
+
+    def _extended_stop(self, times: np.ndarray, m: int, n_dec: int) -> int:
+        """Iterations an auto-applied segment runs: up to the first decision boundary
+        whose time reaches the next arrival or the time limit, else all `m`."""
+        limit = self._stop_time_s()
         if not times[m - 1] >= limit:
             return m
         first = int(np.searchsorted(times, limit, side="left")) + 1  # iterations done
