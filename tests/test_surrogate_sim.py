@@ -10,7 +10,8 @@ import pytest
 
 from andes_gym.core.selection import decision_from_order, select
 from andes_gym.envs.backend import DecisionConfig
-from andes_gym.envs.scheduling_env import _uncontested, decision_for_all
+from andes_gym.core.selection import fits_all
+from andes_gym.envs.scheduling_env import decision_for_all
 from andes_gym.surrogate import SurrogateBackend, engine_profile_from_dict, load_engine_profile
 from andes_gym.surrogate.simulator import RUNNING
 from andes_gym.workloads import Workload, make_workload, workload_config_from_dict
@@ -77,7 +78,7 @@ def drive(backend, wl, policy=least_qoe_first, env_rule=False, max_steps=100_000
     steps = 0
     while (ctx := backend.next_decision()) is not None and steps < max_steps:
         cands, cap = ctx
-        if env_rule and _uncontested(cands, cap):
+        if env_rule and fits_all(cands.kv_blocks_needed, cap.total_kv_blocks, cap.max_num_seqs):
             backend.apply(decision_for_all(cands))
         else:
             backend.apply(policy(cands, cap))

@@ -14,6 +14,32 @@ import numpy as np
 from andes_gym.qoe import QoEState, predict_qoe_many
 
 
+def kv_blocks_needed(
+    context_tokens: np.ndarray,
+    computed_tokens: np.ndarray,
+    generated_tokens: np.ndarray,
+    block_size: int,
+) -> np.ndarray:
+    """KV blocks each request holds if it runs in the next iteration (the knapsack weight l_i).
+
+    One rule for every engine. A decoding request needs its context (prompt + generated
+    tokens; the last sampled token is computed next). A request in prefill (fresh,
+    recompute-preempted or mid-chunk) needs its whole (re-)prefill context plus the first
+    decode token.
+
+    Args:
+        context_tokens: Prompt plus generated tokens of each request.
+        computed_tokens: Tokens whose KV is computed (held) now.
+        generated_tokens: Output tokens generated so far.
+        block_size: Tokens per KV block.
+
+    Returns:
+        int64 blocks per request.
+    """
+    in_prefill = (context_tokens - computed_tokens > 1) | (generated_tokens == 0)
+    return (context_tokens + in_prefill + (block_size - 1)) // block_size
+
+
 @dataclass(frozen=True)
 class Capacity:
     """The engine's limits at a decision point.

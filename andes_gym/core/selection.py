@@ -40,6 +40,11 @@ class Decision:
         return self.order[~candidates.is_running[self.order]]
 
 
+def fits_all(kv_blocks_needed: np.ndarray, total_kv_blocks: int, max_num_seqs: int) -> bool:
+    """True when every candidate fits at once, so every policy's decision is the same."""
+    return len(kv_blocks_needed) <= max_num_seqs and int(kv_blocks_needed.sum()) <= total_kv_blocks
+
+
 def priority_order(scores: np.ndarray, candidates: Candidates) -> np.ndarray:
     """Candidate indices by score (high first); ties go to the earlier arrival, then lower id."""
     return np.lexsort((candidates.request_id, candidates.arrival_s, -scores))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from andes_gym.core.candidates import Candidates, Capacity, make_candidates
+from andes_gym.core.candidates import kv_blocks_needed as core_kv_blocks_needed
 from andes_gym.engine_bridge.ledger import RequestLedger
 
 
@@ -53,17 +54,15 @@ class DecisionPoint:
 def kv_blocks_needed(requests: Sequence[Any], block_size: int, num_groups: int = 1) -> np.ndarray:
     """KV blocks each request holds if it runs in the next iteration (the knapsack weight).
 
-    The surrogate's rule (`SurrogateBackend._blocks_needed`), on vLLM's counters:
-    decoding, its context (`num_tokens`, the last sampled token included, computed next);
-    in prefill (fresh, preempted or mid-chunk), its whole context plus the first decode
-    token. One set of blocks per KV cache group.
+    The shared rule `andes_gym.core.candidates.kv_blocks_needed` on vLLM's counters
+    (`num_tokens` is the context, the last sampled token included); one set of blocks per
+    KV cache group.
     """
     n = len(requests)
     context = np.fromiter((r.num_tokens for r in requests), np.int64, count=n)
     computed = np.fromiter((r.num_computed_tokens for r in requests), np.int64, count=n)
     generated = np.fromiter((r.num_output_tokens for r in requests), np.int64, count=n)
-    in_prefill = (context - computed > 1) | (generated == 0)
-    return num_groups * (-(-(context + in_prefill) // block_size))
+    return num_groups * core_kv_blocks_needed(context, computed, generated, block_size)
 
 
 def build_decision_point(

@@ -13,7 +13,7 @@ import numpy as np
 
 from andes_gym.core.candidates import Candidates, Capacity
 from andes_gym.core.features import OBS_BOUND, FeatureSpec, observe, scores_from_slots
-from andes_gym.core.selection import Decision, decision_from_order, priority_order, select
+from andes_gym.core.selection import Decision, decision_from_order, fits_all, priority_order, select
 from andes_gym.envs.backend import EngineBackend
 from andes_gym.metrics import request_metrics, summarize
 from andes_gym.workloads.spec import Workload
@@ -180,7 +180,9 @@ class SchedulingEnv(gym.Env):
                 self._obs = np.zeros(self.feature_spec.obs_dim, dtype=np.float32)
                 return
             candidates, capacity = ctx
-            if self.skip_uncontested and _uncontested(candidates, capacity):
+            if self.skip_uncontested and fits_all(
+                candidates.kv_blocks_needed, capacity.total_kv_blocks, capacity.max_num_seqs
+            ):
                 self.backend.apply(decision_for_all(candidates))
                 continue
             self._obs, slot_idx = observe(candidates, capacity, self.feature_spec)
@@ -229,14 +231,6 @@ class SchedulingEnv(gym.Env):
             "num_candidates": 0 if ctx is None else len(ctx[0]),
             "num_running": 0 if ctx is None else ctx[0].num_running,
         }
-
-
-def _uncontested(candidates: Candidates, capacity: Capacity) -> bool:
-    """True when every candidate fits, so every policy's decision is the same."""
-    return (
-        len(candidates) <= capacity.max_num_seqs
-        and int(candidates.kv_blocks_needed.sum()) <= capacity.total_kv_blocks
-    )
 
 
 def decision_for_all(candidates: Candidates) -> Decision:

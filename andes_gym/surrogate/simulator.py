@@ -47,8 +47,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from andes_gym.core.candidates import Candidates, Capacity, make_candidates
-from andes_gym.core.selection import Decision
+from andes_gym.core.candidates import Candidates, Capacity, kv_blocks_needed, make_candidates
+from andes_gym.core.selection import Decision, fits_all
 from andes_gym.envs.backend import DecisionConfig, EngineBackend
 from andes_gym.qoe import QoETracker
 from andes_gym.surrogate.latency import LatencyModel, make_latency_model
@@ -321,12 +321,11 @@ class SurrogateBackend(EngineBackend):
         """`_blocks_needed(ids)` and the context `prompt + generated` it is computed from."""
         gen = self._gen[ids]
         p_plus_g = self._prompt[ids] + gen
-        in_prefill = (p_plus_g - self._comp[ids] > 1) | (gen == 0)
-        return (p_plus_g + in_prefill + (self._bs - 1)) // self._bs, p_plus_g
+        return kv_blocks_needed(p_plus_g, self._comp[ids], gen, self._bs), p_plus_g
 
     def _uncontested(self, needed: np.ndarray) -> bool:
         """The test SchedulingEnv applies: every candidate fits, so every policy agrees."""
-        return len(needed) <= self._max_seqs and int(needed.sum()) <= self._total_blocks
+        return fits_all(needed, self._total_blocks, self._max_seqs)
 
     def _decision_point(
         self, needed: np.ndarray, context: np.ndarray
