@@ -276,8 +276,14 @@ def test_reset_reads_no_files(monkeypatch):
 def test_default_arguments_build_the_documented_env():
     env = SurrogateEnv()
     assert env.engine_profile.name == "llama7b_a100"
-    assert env.action_space.shape == (64,)
+    # Default K: every running request (max_num_seqs = 256) plus 64 waiting ones.
+    assert env.action_space.shape == (256 + 64,)
     assert "## Observation Space" in SurrogateEnv.__doc__
+
+
+def test_k_below_the_batch_limit_warns():
+    with pytest.warns(UserWarning, match="below the engine's max_num_seqs"):
+        SurrogateEnv(engine="cpu_tiny", k_slots=16)
 
 
 def test_check_env_with_the_registered_defaults():

@@ -72,7 +72,8 @@ class Andes(Policy):
       (`1 / latency >= max tds`), everyone is served, oldest first, without solving.
     - Overhead guard (`overhead_guard=True`, v2's refiner): preempting a running request
       (vLLM V1 preempts by recompute) costs a re-prefill of its context (prompt +
-      delivered tokens), `recompute_s = context / prefill_tok_s`. The QoE cost of a
+      delivered tokens), `recompute_s = context x Capacity.prefill_s_per_token` (or
+      `/ prefill_tok_s` when the engine gives none). The QoE cost of a
       preemption is the victim's value, plus the QoE it loses by waiting `recompute_s`
       longer (`Q_wait(dt) - Q_wait(dt + recompute_s)`), plus `stall_weight` times the
       QoE the other running requests lose while the re-prefill stalls the batch. Walking
@@ -95,9 +96,9 @@ class Andes(Policy):
         lookahead_s: Look-ahead dt of the predictions; None uses `candidates.lookahead_s`.
         qoe_variant: QoE variant of the predictions (one of `andes_gym.qoe.VARIANTS`).
         running_bonus: Relative value bonus of running requests (>= 0; the authors' 10%).
-        prefill_tok_s: Prefill speed for the re-prefill time of a preempted request. The
-            `Capacity` carries only decode latencies, hence a constructor argument; the
-            default is the paper's 5000 tokens/s (ANDES_SPEC §3).
+        prefill_tok_s: Prefill speed for the re-prefill time of a preempted request, used
+            only when the engine's `Capacity.prefill_s_per_token` is None; the default is
+            the paper's 5000 tokens/s (ANDES_SPEC §3).
         overhead_guard: Apply the preemption-overhead guard.
         selective_trigger: Serve everyone without solving when uncontested.
         max_preemptions: Preemption cap per request (v1's P), or None for no cap.
@@ -189,7 +190,9 @@ class Andes(Policy):
             is_running=c.is_running,
             weights=weights,
             gain=value,
-            preempt_cost=self.preemption_cost(c, value, q_wait, q_serve, victims, rate_tok_s),
+            preempt_cost=self.preemption_cost(
+                c, capacity, value, q_wait, q_serve, victims, rate_tok_s
+            ),
             priority=priority,
             max_weight=m,
             max_items=b,
@@ -293,9 +296,16 @@ class Andes(Policy):
         """
         return priority[pack_in_order(weights[priority], max_weight, max_items)]
 
+    def prefill_s_per_token(self, capacity: Capacity) -> float:
+        """Re-prefill cost per token: the engine's prediction, else `1 / prefill_tok_s`."""
+        if capacity.prefill_s_per_token is not None:
+            return capacity.prefill_s_per_token
+        return 1.0 / self.prefill_tok_s
+
     def preemption_cost(
         self,
         candidates: Candidates,
+        capacity: Capacity,
         value: np.ndarray,
         q_wait: np.ndarray,
         q_serve: np.ndarray,
@@ -305,7 +315,8 @@ class Andes(Policy):
         """QoE cost of preempting each of `victims` (0 elsewhere).
 
         A recompute preemption costs a re-prefill of the victim's context,
-        `recompute_s = (prompt + delivered tokens) / prefill_tok_s`, when it is re-admitted:
+        `recompute_s = (prompt + delivered tokens) * prefill_s_per_token(capacity)` (the
+        engine's latency model; `1 / prefill_tok_s` when it has none), when it is re-admitted:
 
         - the victim's own loss: its value (service lost over the look-ahead) plus the QoE
           it loses by waiting `recompute_s` longer, `Q_wait(dt) - Q_wait(dt + recompute_s)`;
@@ -320,7 +331,7 @@ class Andes(Policy):
         """
         c = candidates
         others = c.is_running & ~victims if self.stall_weight else np.zeros(len(c), dtype=bool)
-        recompute_s = (c.prompt_tokens + c.tokens_delivered) / self.prefill_tok_s
+        recompute_s = (c.prompt_tokens + c.tokens_delivered) * self.prefill_s_per_token(capacity)
         horizon = self.horizon_s(c)
         tau_s = 0.1 * (horizon - c.now_s)
         delay_s = np.where(victims, recompute_s + tau_s, np.where(others, tau_s, 0.0))

@@ -51,6 +51,9 @@ class Capacity:
         max_num_seqs: Most requests one iteration may run (the knapsack's B).
         iter_latency_s: Predicted decode-iteration latency for batch sizes
             0..max_num_seqs at the current context lengths (shape `(max_num_seqs + 1,)`).
+        prefill_s_per_token: Predicted seconds per prefill token (the cost of
+            re-prefilling a recompute-preempted request), or None when the engine has no
+            prediction (policies then fall back to their own assumption).
     """
 
     total_kv_blocks: int
@@ -58,6 +61,7 @@ class Capacity:
     block_size: int
     max_num_seqs: int
     iter_latency_s: np.ndarray
+    prefill_s_per_token: float | None = None
 
     def __post_init__(self) -> None:
         if self.total_kv_blocks <= 0 or self.block_size <= 0 or self.max_num_seqs <= 0:
@@ -75,6 +79,11 @@ class Capacity:
                 f"latencies (batch 0..max_num_seqs), got shape {lat.shape}"
             )
         object.__setattr__(self, "iter_latency_s", lat)
+        spt = self.prefill_s_per_token
+        if spt is not None and not (0.0 < spt < np.inf):
+            raise ValueError(
+                f"Capacity.prefill_s_per_token must be a positive number or None, got {spt}"
+            )
 
     def token_latency_s(self, batch_size: int) -> float:
         """Predicted decode-iteration latency at `batch_size` (clamped to the limits)."""

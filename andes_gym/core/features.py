@@ -15,6 +15,7 @@ slotted candidate, in arrival order (see `scores_from_slots`).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -119,6 +120,38 @@ def _clip(x: np.ndarray, lo: float, hi: float, out: np.ndarray | None = None) ->
     wrapper costs more than the clipping of a few hundred numbers."""
     y = np.maximum(x, lo, out=out)
     return np.minimum(y, hi, out=y)
+
+
+WAITING_SLOTS_BEYOND_BATCH = 64
+"""Default K leaves this many slots for waiting requests when the batch is full."""
+
+
+def default_k_slots(max_num_seqs: int) -> int:
+    """K that shows every running request plus `WAITING_SLOTS_BEYOND_BATCH` waiting ones.
+
+    Slots fill with running requests first, so a K below the engine's batch limit hides
+    the waiting requests whenever the batch is full, and every policy acting through the
+    slots then falls back to the overflow order (oldest first).
+    """
+    return int(max_num_seqs) + WAITING_SLOTS_BEYOND_BATCH
+
+
+def resolve_k_slots(k_slots: int | None, max_num_seqs: int) -> int:
+    """The K an environment uses: `k_slots`, or `default_k_slots` when None.
+
+    Warns when K is below the batch limit (waiting requests can then be invisible).
+    """
+    if k_slots is None:
+        return default_k_slots(max_num_seqs)
+    if k_slots < max_num_seqs:
+        warnings.warn(
+            f"k_slots={k_slots} is below the engine's max_num_seqs={max_num_seqs}: when more "
+            f"than {k_slots} requests run, no waiting request is observed and every policy "
+            "acting through the slots admits in arrival order. Use k_slots=None for "
+            f"{default_k_slots(max_num_seqs)}.",
+            stacklevel=3,
+        )
+    return int(k_slots)
 
 
 def slot_order(candidates: Candidates, k_slots: int) -> np.ndarray:

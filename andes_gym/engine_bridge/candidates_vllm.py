@@ -30,10 +30,12 @@ class EngineLimits:
     Attributes:
         block_size: Tokens per KV block.
         max_num_seqs: Most requests one iteration runs.
+        max_num_batched_tokens: Token budget of one iteration (prefill chunk size).
     """
 
     block_size: int
     max_num_seqs: int
+    max_num_batched_tokens: int = 2048
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +131,7 @@ def build_decision_point(
         block_size=limits.block_size,
         max_num_seqs=limits.max_num_seqs,
         iter_latency_s=latency_model.decode_latency_by_batch(limits.max_num_seqs, mean_context),
+        prefill_s_per_token=latency_model.prefill_s_per_token(limits.max_num_batched_tokens),
     )
     for r, row in zip(requests, rows, strict=True):
         ledger.set_preemptions(int(row), r.num_preemptions)

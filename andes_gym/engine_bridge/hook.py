@@ -156,6 +156,7 @@ class AndesGymScheduler(Scheduler):
         return EngineLimits(
             block_size=self.block_size,
             max_num_seqs=min(self.max_num_running_reqs, self.max_num_active_reqs),
+            max_num_batched_tokens=self.max_num_scheduled_tokens,
         )
 
     def admissible_waiting(self) -> list:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from andes_gym.core.features import FeatureSpec
+from andes_gym.core.features import FeatureSpec, resolve_k_slots
 from andes_gym.envs.backend import DecisionConfig
 from andes_gym.envs.episode_workloads import workload_source
 from andes_gym.envs.scheduling_env import SchedulingEnv
@@ -136,7 +136,9 @@ class SurrogateEnv(SchedulingEnv):
       episode). Default `"bursty_2x"`.
     - `engine`: an engine profile name (`configs/engines/<name>.yaml`), a path, a dict or
       an `EngineProfile`. Default `"llama7b_a100"`.
-    - `k_slots`: number of request slots K in the observation and action (64).
+    - `k_slots`: number of request slots K in the observation and action. Default None:
+      the engine's `max_num_seqs` + 64, so every running request and at least 64 waiting
+      ones are observed (a smaller K warns: it can hide every waiting request).
     - `lookahead_s`: look-ahead of the q_serve / q_wait predictions, seconds (1.0).
     - `qoe_variant`: `"delay"` (paper v2), `"delay_fixed"` or `"area"` (paper v1); used by
       the predictions and the reward ("delay").
@@ -158,7 +160,7 @@ class SurrogateEnv(SchedulingEnv):
         self,
         workload: Any = "bursty_2x",
         engine: str | EngineProfile | dict = "llama7b_a100",
-        k_slots: int = 64,
+        k_slots: int | None = None,
         lookahead_s: float = 1.0,
         qoe_variant: str = "delay",
         oracle: bool = False,
@@ -182,7 +184,10 @@ class SurrogateEnv(SchedulingEnv):
         super().__init__(
             backend=backend,
             workload_source=workload_source(workload),
-            feature_spec=FeatureSpec(k_slots=k_slots, oracle=oracle),
+            feature_spec=FeatureSpec(
+                k_slots=resolve_k_slots(k_slots, self.engine_profile.limits.max_num_seqs),
+                oracle=oracle,
+            ),
             skip_uncontested=skip_uncontested,
             time_limit_s=time_limit_s,
             render_mode=render_mode,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from andes_gym.core.candidates import Candidates, Capacity
-from andes_gym.core.features import FeatureSpec
+from andes_gym.core.features import FeatureSpec, resolve_k_slots
 from andes_gym.core.selection import Decision
 from andes_gym.engine_bridge.engine import (
     EngineHandle,
@@ -441,8 +441,11 @@ class VLLMEnv(SchedulingEnv):
       `close`); overrides `engine`.
     - `time_scale`: wall seconds per workload second (2.0 halves the arrival rate).
     - `realtime`: plain wall-clock engine time (False).
-    - `k_slots`, `lookahead_s`, `qoe_variant`, `oracle`, `iters_per_decision`,
-      `skip_uncontested`, `time_limit_s`, `render_mode`: as in Surrogate-v0.
+    - `lookahead_s`: as in Surrogate-v0, but 0.05 s by default: the `_cpu` workload presets
+      scale QoE targets by 0.02 for the tiny CPU engine (use about 1.0 with real-time
+      targets on a GPU).
+    - `k_slots`, `qoe_variant`, `oracle`, `iters_per_decision`, `skip_uncontested`,
+      `time_limit_s`, `render_mode`: as in Surrogate-v0.
 
     One vLLM engine runs per process at a time. `close()` shuts the engine down (no
     engine thread or process is left) unless it was passed in.
@@ -459,8 +462,8 @@ class VLLMEnv(SchedulingEnv):
         engine_handle: EngineHandle | None = None,
         time_scale: float = 1.0,
         realtime: bool = False,
-        k_slots: int = 64,
-        lookahead_s: float = 1.0,
+        k_slots: int | None = None,
+        lookahead_s: float = 0.05,
         qoe_variant: str = "delay",
         oracle: bool = False,
         iters_per_decision: int = 1,
@@ -487,7 +490,9 @@ class VLLMEnv(SchedulingEnv):
         super().__init__(
             backend=backend,
             workload_source=TimeScaledWorkloads(workload_source(workload), self.time_scale),
-            feature_spec=FeatureSpec(k_slots=k_slots, oracle=oracle),
+            feature_spec=FeatureSpec(
+                k_slots=resolve_k_slots(k_slots, backend.engine_config.max_num_seqs), oracle=oracle
+            ),
             skip_uncontested=skip_uncontested,
             time_limit_s=time_limit_s,
             render_mode=render_mode,

@@ -40,6 +40,16 @@ class LatencyModel(ABC):
                 requests of their context after the iteration (computed + new tokens).
         """
 
+    def prefill_s_per_token(self, chunk_tokens: int) -> float:
+        """Marginal seconds per prefill token, for a chunk of `chunk_tokens` fresh tokens.
+
+        What re-prefilling a recompute-preempted request costs per token of its context;
+        engines put it in `Capacity.prefill_s_per_token` for the policies.
+        """
+        chunk = max(int(chunk_tokens), 1)
+        extra_s = self.iteration_s(chunk, 0, chunk) - self.iteration_s(0, 0, 0)
+        return max(extra_s / chunk, 1e-12)
+
     def decode_run_s(
         self, num_decode_seqs: int, first_context_tokens: float, num_iters: int
     ) -> np.ndarray:

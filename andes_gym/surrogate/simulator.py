@@ -98,6 +98,9 @@ class SurrogateBackend(EngineBackend):
             )
         self.profile = profile
         self.latency: LatencyModel = make_latency_model(profile)
+        self._prefill_s_per_token = self.latency.prefill_s_per_token(
+            profile.limits.max_num_batched_tokens
+        )
         self.decision_config = decision_config or DecisionConfig()
         self.record_token_times = record_token_times
         self.fast_forward = fast_forward
@@ -340,6 +343,7 @@ class SurrogateBackend(EngineBackend):
             block_size=self._bs,
             max_num_seqs=self._max_seqs,
             iter_latency_s=self.latency.decode_latency_by_batch(self._max_seqs, mean_context),
+            prefill_s_per_token=self._prefill_s_per_token,
         )
         cfg = self.decision_config
         cands = make_candidates(
