@@ -12,12 +12,16 @@ from andes_gym.engine_bridge.engine import (
     load_engine_config,
     release_engine,
 )
+from andes_gym.engine_bridge.policy_io import LearnedPolicy, PolicyLoadError, load_policy
 
 __all__ = [
     "EngineHandle",
+    "LearnedPolicy",
     "LiveEngineConfig",
+    "PolicyLoadError",
     "VLLMUnavailableError",
     "create_engine",
     "load_engine_config",
+    "load_policy",
     "release_engine",
 ]
