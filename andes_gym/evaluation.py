@@ -31,7 +31,8 @@ def run_episode(env, agent, seed: int, max_steps: int | None = None) -> EpisodeR
 
     Args:
         env: An andes_gym environment (possibly wrapped).
-        agent: Object with `reset(seed)`, `act(obs, env)`, `name` and `decision_ms`.
+        agent: Object with `reset(seed)`, `step(env, obs)` (returning `env.step`'s tuple),
+            `name` and `decision_ms`: a `PolicyAgent` or a `ModelAgent`.
         seed: Episode seed.
         max_steps: Stop after this many decisions (the episode then counts as truncated).
 
@@ -44,13 +45,9 @@ def run_episode(env, agent, seed: int, max_steps: int | None = None) -> EpisodeR
     steps = 0
     done = False
     while not done:
-        # An episode with no contested decision point ends on its first step, whatever the
-        # action: it only reports the reward.
-        if env.unwrapped.decision_context is None:
-            action = np.zeros(env.action_space.shape, dtype=np.float32)
-        else:
-            action = agent.act(obs, env)
-        obs, reward, terminated, truncated, info = env.step(action)
+        # An episode with no contested decision point ends on its first step (the agents
+        # handle that step: it only reports the reward).
+        obs, reward, terminated, truncated, info = agent.step(env, obs)
         total_reward += reward
         steps += 1
         done = terminated or truncated or (max_steps is not None and steps >= max_steps)

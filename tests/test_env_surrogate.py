@@ -291,3 +291,46 @@ def test_check_env_with_the_registered_defaults():
     # runs a whole episode and the first step ends it; the contract must still hold.
     env = gym.make(ENV_ID)
     check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_policies_see_every_candidate_not_only_the_slots():
+    # With fewer slots than candidates, a decision applied directly (as the vLLM hook
+    # applies it) can differ from the same decision squeezed through the K slot scores.
+    from andes_gym.agents import make_policy
+    from andes_gym.agents.adapter import PolicyAgent
+    from andes_gym.evaluation import run_episode
+
+    kwargs = dict(workload=_contended_cpu_workload(), engine="cpu_tiny", lookahead_s=0.05)
+    with pytest.warns(UserWarning, match="below the engine's max_num_seqs"):
+        env = SurrogateEnv(k_slots=4, **kwargs)
+    direct = run_episode(env, PolicyAgent(make_policy("lqf")), seed=3)
+    squeezed = run_episode(env, PolicyAgent(make_policy("lqf"), via_slots=True), seed=3)
+    assert direct.summary["num_unfinished"] == squeezed.summary["num_unfinished"] == 0
+    assert not np.array_equal(direct.requests.qoe, squeezed.requests.qoe)
+
+
+def test_step_decision_rejects_an_invalid_decision():
+    from andes_gym.core.selection import Decision, InvalidDecision
+
+    env = SurrogateEnv(workload=_contended_cpu_workload(), engine="cpu_tiny", k_slots=64)
+    env.reset(seed=0)
+    candidates, capacity, _ = env.decision_context
+    everyone = np.arange(len(candidates))
+    too_much = Decision(selected=np.ones(len(candidates), dtype=bool), order=everyone)
+    with pytest.raises(InvalidDecision, match="KV blocks|max_num_seqs"):
+        env.step_decision(too_much)
+
+
+def _contended_cpu_workload() -> dict:
+    return {
+        "name": "contended_cpu",
+        "num_requests": 300,
+        "arrivals": {"kind": "poisson", "rate_rps": 600.0},
+        "lengths": {
+            "kind": "sharegpt",
+            "scale": 0.1,
+            "max_prompt_tokens": 384,
+            "max_output_tokens": 128,
+        },
+        "targets": {"kind": "reading", "time_scale": 0.02},
+    }

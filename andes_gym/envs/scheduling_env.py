@@ -13,7 +13,15 @@ import numpy as np
 
 from andes_gym.core.candidates import Candidates, Capacity
 from andes_gym.core.features import OBS_BOUND, FeatureSpec, observe, scores_from_slots
-from andes_gym.core.selection import Decision, decision_from_order, fits_all, priority_order, select
+from andes_gym.core.selection import (
+    Decision,
+    InvalidDecision,
+    check_decision,
+    decision_from_order,
+    fits_all,
+    priority_order,
+    select,
+)
 from andes_gym.envs.backend import EngineBackend
 from andes_gym.metrics import request_metrics, summarize
 from andes_gym.workloads.spec import Workload
@@ -93,7 +101,36 @@ class SchedulingEnv(gym.Env):
             return self._transition()
         scores = self._slot_scores_to_candidates(action)
         candidates, capacity, _ = self._ctx
-        self.backend.apply(select(scores, candidates, capacity))
+        return self._apply(select(scores, candidates, capacity))
+
+    def step_decision(self, decision: Decision | None):
+        """`step` with a policy's `Decision` over all pending candidates instead of slot scores.
+
+        This is how the vLLM hook applies a policy, so a registered policy is not limited
+        to the K observed slots (with more candidates than slots, scores cannot express its
+        choice among the overflow). The decision must pass `check_decision`; it is applied
+        as is. `None` is accepted only for the one step that ends an episode in which no
+        decision point was contested.
+
+        Returns:
+            The same tuple as `step`.
+
+        Raises:
+            InvalidDecision: When the decision breaks the selection rule's invariants.
+        """
+        if self._ctx is None:
+            if not self._final_pending:
+                raise RuntimeError("step() called on a finished episode; call reset() first")
+            self._final_pending = False
+            return self._transition()
+        if decision is None:
+            raise InvalidDecision("a decision is required at a pending decision point")
+        candidates, capacity, _ = self._ctx
+        check_decision(decision, candidates, capacity)
+        return self._apply(decision)
+
+    def _apply(self, decision: Decision):
+        self.backend.apply(decision)
         self._num_steps += 1
         self._advance()
         return self._transition()
