@@ -149,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "learned.md"))
+    parser.add_argument(
+        "--quick", action="store_true", help="without --runs/--train-seeds: train one seed"
+    )
     args = parser.parse_args(argv)
+    if not args.runs and not args.train_seeds:
+        # What `make bench` runs: train the quickstart with several seeds, then compare.
+        args.train_seeds = [0] if args.quick else [0, 1, 2]
     from andes_gym.training.run_dir import read_run
 
     started = time.monotonic()

@@ -8,9 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from andes_gym.core.selection import decision_from_order, select
+from andes_gym.core.selection import decision_from_order, fits_all, select
 from andes_gym.envs.backend import DecisionConfig
-from andes_gym.core.selection import fits_all
 from andes_gym.envs.scheduling_env import decision_for_all
 from andes_gym.surrogate import SurrogateBackend, engine_profile_from_dict, load_engine_profile
 from andes_gym.surrogate.simulator import RUNNING

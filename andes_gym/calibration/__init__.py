@@ -1,0 +1,1 @@
+"""Pieces of the calibrator and the fidelity benchmark: fitting, profiling, comparison."""
