@@ -27,7 +27,7 @@ def header(title: str) -> list[str]:
     return [
         f"## {title}",
         "",
-        f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}",
         f"- Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}",
         f"- Commit: {rev or 'unknown'}",

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 import timeit
+from pathlib import Path
 
 import numpy as np
 

@@ -51,7 +51,7 @@ def assemble() -> Path:
         "`benchmarks/results/`; each section names the script and command that produced it,",
         "its date and machine. Ratios are measured side by side in one run.",
         "",
-        f"Assembled {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} on {machine()}, commit {commit()}.",
+        f"Assembled {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC} on {machine()}, commit {commit()}.",
         "",
     ]
     for path in sections:
