@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+from surrogate_support import TINY_LINEAR_PROFILE
 
 from andes_gym.surrogate import (
     LinearLatencyModel,
@@ -18,19 +19,7 @@ from andes_gym.surrogate import (
 
 SHIPPED = ("llama7b_a100", "llama13b_a100", "llama7b_h100", "llama13b_h100", "cpu_tiny")
 
-LINEAR = {
-    "name": "tiny",
-    "kv": {"num_blocks": 16, "block_size": 4},
-    "limits": {"max_num_seqs": 4, "max_num_batched_tokens": 16, "max_model_len": 64},
-    "latency": {
-        "kind": "linear",
-        "base_s": 0.01,
-        "per_prefill_token_s": 0.001,
-        "per_decode_seq_s": 0.002,
-        "per_context_token_s": 0.0001,
-    },
-    "preemption": {"mode": "recompute"},
-}
+LINEAR = TINY_LINEAR_PROFILE
 
 
 @pytest.mark.parametrize("name", SHIPPED)

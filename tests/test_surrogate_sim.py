@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+from surrogate_support import TINY_LINEAR_PROFILE
 
 from andes_gym.core.selection import decision_from_order, fits_all, select
 from andes_gym.envs.backend import DecisionConfig
@@ -15,19 +16,7 @@ from andes_gym.surrogate import SurrogateBackend, engine_profile_from_dict, load
 from andes_gym.surrogate.simulator import RUNNING
 from andes_gym.workloads import Workload, make_workload, workload_config_from_dict
 
-TINY = {
-    "name": "tiny",
-    "kv": {"num_blocks": 16, "block_size": 4},
-    "limits": {"max_num_seqs": 4, "max_num_batched_tokens": 16, "max_model_len": 64},
-    "latency": {
-        "kind": "linear",
-        "base_s": 0.01,
-        "per_prefill_token_s": 0.001,
-        "per_decode_seq_s": 0.002,
-        "per_context_token_s": 0.0001,
-    },
-    "preemption": {"mode": "recompute"},
-}
+TINY = TINY_LINEAR_PROFILE
 
 
 def tiny(**sections) -> dict:

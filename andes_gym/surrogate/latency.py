@@ -113,7 +113,34 @@ class LatencyModel(ABC):
         )
 
 
-class LinearLatencyModel(LatencyModel):
+class _ClosedFormLatencyModel(LatencyModel):
+    """A latency model given by one vectorized formula `_vec(prefill, decode_seqs, context)`.
+
+    The array methods evaluate that formula on whole arrays at once; `iteration_s` uses the
+    same operation order, so both give bit-identical results (the simulator relies on it).
+    """
+
+    @abstractmethod
+    def _vec(self, p, d, ctx) -> np.ndarray:
+        """The iteration latency, elementwise over broadcastable arrays."""
+
+    def iteration_s_array(self, num_prefill_tokens, num_decode_seqs, total_context_tokens):
+        return self._vec(
+            np.asarray(num_prefill_tokens, dtype=np.float64),
+            np.asarray(num_decode_seqs, dtype=np.float64),
+            np.asarray(total_context_tokens, dtype=np.float64),
+        )
+
+    def decode_run_s(self, num_decode_seqs, first_context_tokens, num_iters) -> np.ndarray:
+        ctx = first_context_tokens + np.arange(num_iters, dtype=np.float64) * num_decode_seqs
+        return self._vec(0, num_decode_seqs, ctx)
+
+    def decode_latency_by_batch(self, max_num_seqs, mean_context_tokens) -> np.ndarray:
+        batch = self._batch_sizes(max_num_seqs)
+        return self._vec(0, batch, batch * mean_context_tokens)
+
+
+class LinearLatencyModel(_ClosedFormLatencyModel):
     """`base + a p + a2 p^2 + b d + c ctx` (see `LinearLatencySpec` for the fields).
 
     Args:
@@ -142,23 +169,8 @@ class LinearLatencyModel(LatencyModel):
         # Same operation order as iteration_s, so both give bit-identical results.
         return self._base + self._a * p + self._a2 * p * p + self._b * d + self._c * ctx
 
-    def iteration_s_array(self, num_prefill_tokens, num_decode_seqs, total_context_tokens):
-        return self._vec(
-            np.asarray(num_prefill_tokens, dtype=np.float64),
-            np.asarray(num_decode_seqs, dtype=np.float64),
-            np.asarray(total_context_tokens, dtype=np.float64),
-        )
 
-    def decode_run_s(self, num_decode_seqs, first_context_tokens, num_iters) -> np.ndarray:
-        ctx = first_context_tokens + np.arange(num_iters, dtype=np.float64) * num_decode_seqs
-        return self._vec(0, num_decode_seqs, ctx)
-
-    def decode_latency_by_batch(self, max_num_seqs, mean_context_tokens) -> np.ndarray:
-        batch = self._batch_sizes(max_num_seqs)
-        return self._vec(0, batch, batch * mean_context_tokens)
-
-
-class RooflineLatencyModel(LatencyModel):
+class RooflineLatencyModel(_ClosedFormLatencyModel):
     """Analytic roofline: an iteration is bound by memory traffic or by compute.
 
     - Memory: the weights are read once per iteration, and every attended context token's
@@ -203,21 +215,6 @@ class RooflineLatencyModel(LatencyModel):
         memory_s = self._weight_s + self._kv_token_s * ctx
         compute_s = self._token_s * (p + d) + self._pair_s * (ctx + 0.5 * p * p)
         return self._overhead_s + np.maximum(memory_s, compute_s)
-
-    def iteration_s_array(self, num_prefill_tokens, num_decode_seqs, total_context_tokens):
-        return self._vec(
-            np.asarray(num_prefill_tokens, dtype=np.float64),
-            np.asarray(num_decode_seqs, dtype=np.float64),
-            np.asarray(total_context_tokens, dtype=np.float64),
-        )
-
-    def decode_run_s(self, num_decode_seqs, first_context_tokens, num_iters) -> np.ndarray:
-        ctx = first_context_tokens + np.arange(num_iters, dtype=np.float64) * num_decode_seqs
-        return self._vec(0, num_decode_seqs, ctx)
-
-    def decode_latency_by_batch(self, max_num_seqs, mean_context_tokens) -> np.ndarray:
-        batch = self._batch_sizes(max_num_seqs)
-        return self._vec(0, batch, batch * mean_context_tokens)
 
 
 def make_latency_model(profile: EngineProfile) -> LatencyModel:
