@@ -35,7 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from andes_gym.calibration.compare import kendall_tau
-from andes_gym.calibration.fidelity_data import RunRecord, compare_records, pooled_errors
+from andes_gym.calibration.fidelity_data import (
+    REQUEST_FIELDS,
+    RunRecord,
+    compare_records,
+    pooled_errors,
+)
 from andes_gym.calibration.fidelity_run import EnvArgs, LiveRunner, run_surrogate
 from andes_gym.calibration.workload_specs import (  # noqa: F401 (re-exported)
     draw_workload,
@@ -302,15 +307,7 @@ def markdown_table(report: dict) -> str:
 
 def write_requests_csv(pairs, path: Path) -> None:
     """Every request of every run, surrogate and live side by side."""
-    fields = (
-        "ttft_s",
-        "tbt_mean_s",
-        "completion_s",
-        "qoe",
-        "qoe_fixed",
-        "num_preemptions",
-        "finished",
-    )
+    fields = REQUEST_FIELDS
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(

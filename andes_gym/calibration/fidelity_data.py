@@ -171,6 +171,18 @@ def distribution_errors(surrogate: np.ndarray, live: np.ndarray) -> dict:
     }
 
 
+REQUEST_FIELDS = (
+    "ttft_s",
+    "tbt_mean_s",
+    "completion_s",
+    "qoe",
+    "qoe_fixed",
+    "num_preemptions",
+    "finished",
+)
+"""The per-request arrays of a `RunRecord` that fidelity compares."""
+
+
 def pooled_errors(pairs: list[tuple[RunRecord, RunRecord]]) -> dict:
     """`compare_records` over several seeds at once (requests of all seeds pooled)."""
     if not pairs:
@@ -179,15 +191,7 @@ def pooled_errors(pairs: list[tuple[RunRecord, RunRecord]]) -> dict:
     def cat(which: int, name: str) -> np.ndarray:
         return np.concatenate([getattr(p[which], name) for p in pairs])
 
-    fields = (
-        "ttft_s",
-        "tbt_mean_s",
-        "completion_s",
-        "qoe",
-        "qoe_fixed",
-        "num_preemptions",
-        "finished",
-    )
+    fields = REQUEST_FIELDS
     first_s, first_l = pairs[0]
     merged = [
         RunRecord(
