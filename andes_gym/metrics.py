@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from andes_gym.qoe import QoEState, predict_qoe
+from andes_gym.qoe import QoEState, mean_tbt_s, predict_qoe
+from andes_gym.qoe import ttft_s as measured_ttft_s
 
 SUMMARY_FIELDS: tuple[str, ...] = (
     "num_requests",
@@ -77,16 +78,13 @@ def request_metrics(
             pending="all",
         )
 
-    k = state.num_tokens
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tbt = np.where(k > 1, (state.last_token_s - state.first_token_s) / (k - 1), np.nan)
     return RequestMetrics(
         qoe=lower_bound("delay"),
         qoe_fixed=lower_bound("delay_fixed"),
         qoe_area=lower_bound("area"),
-        ttft_s=state.first_token_s - state.arrival_s,
-        tbt_mean_s=tbt,
-        num_tokens=k.copy(),
+        ttft_s=measured_ttft_s(state),
+        tbt_mean_s=mean_tbt_s(state),
+        num_tokens=state.num_tokens.copy(),
         num_preemptions=np.asarray(num_preemptions, dtype=np.int64).copy(),
         finished=np.asarray(finished, dtype=bool).copy(),
     )
