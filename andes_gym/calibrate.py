@@ -17,6 +17,11 @@ Steps:
    live engine) with the fit's error in its header comments, and a sidecar
    `<out>.fit.json` (fit statistics per step kind, coefficients, the machine's load, the
    aggregated samples) because the profile loader accepts no extra keys.
+5. With `--env-workloads`, run those workloads through the live environment
+   (`andes_gym/VLLM-v0`, policies `--env-policies`), fit what it adds to each iteration
+   beyond the engine model (`calibration.overhead`) and write the serving terms into the
+   profile's `overhead:` section (per prefill sequence, per request in the engine, per
+   decision and candidate), so the surrogate pays what a scheduler in the loop pays.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ from andes_gym.calibration.latency_fit import (
 )
 from andes_gym.calibration.profiler import EngineShape, StepSample, default_plan, profile_engine
 from andes_gym.surrogate.profile import LinearLatencySpec, load_engine_profile
+
+# The fitted environment terms that have a place in the profile's `overhead:` section.
+OVERHEAD_TERMS = ("per_prefill_seq_s", "per_request_s", "decision_s", "per_candidate_s")
 
 
 def engine_shape(handle) -> EngineShape:
@@ -93,17 +101,21 @@ def profile_yaml(
             f"p90 {100 * st['p90_rel_error']:.1f}%, R^2 {st['r2']:.3f}."
         )
     env = meta.get("env_overhead")
+    overhead = env["overhead"] if env and env.get("overhead") else None
     if env:
         co = env["coefficients"]
         lines += [
-            f"# Live-environment overhead per iteration, fitted on {env['num_samples']} live "
-            f"iterations ({', '.join(env['policies'])}): {1e3 * co['per_iteration_s']:.3f} ms "
-            f"(added to base_s: {1e3 * env['added_to_base_s']:.3f} ms).",
-            "# Environment terms the surrogate's model lacks (not applied): per prefill sequence "
+            f"# Live-environment overhead, fitted on {env['num_samples']} live iterations "
+            f"({', '.join(env['policies'])}; workloads {'; '.join(env['workloads'])}):",
+            f"#   per iteration {1e3 * co['per_iteration_s']:.3f} ms (added to base_s: "
+            f"{1e3 * env['added_to_base_s']:.3f} ms), per prefill sequence "
             f"{1e3 * co['per_prefill_seq_s']:.3f} ms,",
             f"#   per request in the engine {1e6 * co['per_request_s']:.2f} us, per contested "
             f"decision {1e3 * co['decision_s']:.3f} ms + {1e6 * co['per_candidate_s']:.2f} us "
-            "per candidate.",
+            f"per candidate ({'in the overhead section' if overhead else 'not applied'}).",
+            "#   Engine model on the live iterations: median error "
+            f"{100 * env['model_median_rel_error_before']:.1f}% -> "
+            f"{100 * env['model_median_rel_error_after']:.1f}% with these terms.",
         ]
     lines += [
         "# Full statistics and the samples: the sidecar .fit.json next to this file.",
@@ -121,8 +133,10 @@ def profile_yaml(
         "  kind: linear",
     ]
     lines += [f"  {f}: {getattr(spec, f):.6e}" for f in COEF_FIELDS]
-    lines += ["preemption:", "  mode: recompute        # vLLM V1 preempts by recompute only", ""]
-    return "\n".join(lines)
+    lines += ["preemption:", "  mode: recompute        # vLLM V1 preempts by recompute only"]
+    if overhead:
+        lines += ["overhead:"] + [f"  {k}: {v:.6e}" for k, v in overhead.items()]
+    return "\n".join([*lines, ""])
 
 
 def write_profile(
@@ -183,6 +197,7 @@ def calibrate(
     env_workloads: list[str] | None = None,
     env_policies: tuple[str, ...] = ("fcfs", "andes"),
     fold_env_overhead: bool = False,
+    apply_env_overhead: bool = True,
 ) -> tuple[LinearLatencySpec, FitStats, dict]:
     """Profiles the live engine of `engine`, fits, and writes the profile to `out`.
 
@@ -208,6 +223,9 @@ def calibrate(
             default: on a shared machine the intercept of that fit also absorbs drift of
             the engine's speed and queue-length effects, and it over-corrected the tiny
             CPU engine's under-capacity runs (benchmarks/results/fidelity.md).
+        apply_env_overhead: Write the measured serving terms (per prefill sequence, per
+            request, per decision and candidate) into the profile's `overhead:` section;
+            False only reports them.
 
     Returns:
         `(spec, overall fit stats, sidecar dict)`.
@@ -266,6 +284,8 @@ def calibrate(
         extra_s = env["coefficients"]["per_iteration_s"] if fold_env_overhead else 0.0
         env["engine_base_s"] = spec.base_s
         env["added_to_base_s"] = extra_s
+        if apply_env_overhead:
+            env["overhead"] = {k: env["coefficients"][k] for k in OVERHEAD_TERMS}
         engine_spec = spec
         spec = dataclasses.replace(spec, base_s=spec.base_s + extra_s)
         meta["env_overhead"] = env
@@ -349,8 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         "--env-workloads",
         default="",
         help="also measure the live environment's overhead on these workloads "
-        "(';'-separated specs, e.g. 'steady_poisson_cpu@arrivals.rate_rps=200') and add "
-        "its per-iteration part to base_s",
+        "(';'-separated specs, e.g. 'steady_poisson_cpu@arrivals.rate_rps=200') and write "
+        "its serving terms into the profile's overhead section",
+    )
+    parser.add_argument(
+        "--no-env-overhead",
+        action="store_true",
+        help="with --env-workloads: report the serving terms without writing them",
     )
     parser.add_argument(
         "--env-policies", default="fcfs,andes", help="policies of the overhead runs"
@@ -373,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         env_workloads=[w.strip() for w in args.env_workloads.split(";") if w.strip()] or None,
         env_policies=tuple(p for p in args.env_policies.split(",") if p),
         fold_env_overhead=args.fold_env_overhead,
+        apply_env_overhead=not args.no_env_overhead,
     )
     coef = ", ".join(f"{f}={getattr(spec, f):.3e}" for f in COEF_FIELDS)
     print(f"wrote {args.out}: {coef}")

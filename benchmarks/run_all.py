@@ -21,7 +21,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 # Order of sections in RESULTS.md; scripts not listed run after these.
-ORDER = ("qoe", "surrogate", "policies", "vllm", "learned", "learned_k256", "fidelity", "leaderboard")
+ORDER = (
+    "qoe",
+    "surrogate",
+    "policies",
+    "vllm",
+    "learned",
+    "learned_k256",
+    "fidelity",
+    "leaderboard",
+)
 
 
 def machine() -> str:

@@ -77,7 +77,9 @@ def test_calibrate_writes_a_profile_the_surrogate_loads(vllm_engine, tmp_path):
     assert not vllm_engine.engine.has_unfinished_requests()
 
 
-def test_environment_overhead_is_measured_and_can_be_folded_into_base(vllm_engine, tmp_path):
+def test_environment_overhead_is_measured_written_and_can_be_folded_into_base(
+    vllm_engine, tmp_path
+):
     plan = [Scenario("decode", (24,) * 4, (6,) * 4), Scenario("prefill", (120,), (1,))]
     out = tmp_path / "fitted_env.yaml"
     # A burst that overflows the session engine's 24 blocks: contested decisions happen.
@@ -110,3 +112,7 @@ def test_environment_overhead_is_measured_and_can_be_folded_into_base(vllm_engin
     assert spec.base_s == pytest.approx(env["engine_base_s"] + env["added_to_base_s"])
     assert load_engine_profile(out).latency.base_s == pytest.approx(spec.base_s, rel=1e-5)
     assert "Live-environment overhead" in out.read_text()
+    # The serving terms are written into the profile the surrogate loads.
+    overhead = load_engine_profile(out).overhead
+    for term in ("per_prefill_seq_s", "per_request_s", "decision_s", "per_candidate_s"):
+        assert getattr(overhead, term) == pytest.approx(env["coefficients"][term], rel=1e-5)

@@ -81,7 +81,7 @@ def _with(path: str, value, base=LINEAR):
     *parents, leaf = path.split(".")
     node = data
     for key in parents:
-        node = node[key]
+        node = node.setdefault(key, {})
     if value is _DELETE:
         del node[leaf]
     else:
@@ -107,6 +107,10 @@ _DELETE = object()
         ("preemption.mode", "evict", "preemption.mode"),
         ("preemption.mode", "swap", "preemption.swap_bw_gb_s"),
         ("typo", 1, "typo"),
+        ("overhead.per_request_s", -1e-6, "overhead.per_request_s"),
+        ("overhead.decision_s", "slow", "overhead.decision_s"),
+        ("overhead.per_token_s", 1e-6, "overhead.per_token_s"),
+        ("overhead", [1, 2], "overhead"),
     ],
 )
 def test_bad_profiles_name_the_field(path, value, expected):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 
 import numpy as np
@@ -13,6 +14,7 @@ from andes_gym.core.selection import decision_from_order, fits_all, select
 from andes_gym.envs.backend import DecisionConfig
 from andes_gym.envs.scheduling_env import decision_for_all
 from andes_gym.surrogate import SurrogateBackend, engine_profile_from_dict, load_engine_profile
+from andes_gym.surrogate.profile import OverheadSpec
 from andes_gym.surrogate.simulator import RUNNING
 from andes_gym.workloads import Workload, make_workload, workload_config_from_dict
 
@@ -22,7 +24,7 @@ TINY = TINY_LINEAR_PROFILE
 def tiny(**sections) -> dict:
     data = copy.deepcopy(TINY)
     for section, fields in sections.items():
-        data[section].update(fields)
+        data.setdefault(section, {}).update(fields)
     return engine_profile_from_dict(data)
 
 
@@ -113,11 +115,14 @@ def test_kv_and_batch_limits_hold_at_every_iteration():
     assert max(seen) == profile.limits.max_num_seqs  # the batch limit was reached
 
 
-@pytest.mark.parametrize("mode", ["recompute", "swap"])
+@pytest.mark.parametrize("mode", ["recompute", "swap", "overhead"])
 @pytest.mark.parametrize("iters_per_decision", [1, 3])
 def test_fast_forward_and_backend_skipping_are_exact(mode, iters_per_decision):
     wl = contended_workload(n=120, seed=1)
     profile = load_engine_profile("cpu_tiny")
+    if mode == "overhead":  # per-iteration serving terms (the closed forms add them too)
+        overhead = OverheadSpec(per_prefill_seq_s=2.5e-4, per_request_s=3.9e-6)
+        profile = dataclasses.replace(profile, overhead=overhead)
     if mode == "swap":
         data = {
             "name": "swap",
@@ -165,6 +170,46 @@ def test_first_token_comes_at_the_end_of_the_prefill_iteration():
     t2 = t1 + lat.iteration_s(0, 1, 11)
     t3 = t2 + lat.iteration_s(0, 1, 12)
     np.testing.assert_allclose(backend.tracker.token_times(0), [t1, t2, t3], rtol=0, atol=1e-12)
+
+
+def test_serving_overhead_adds_its_terms_to_each_iteration_and_decision():
+    overhead = {
+        "per_prefill_seq_s": 0.004,
+        "per_request_s": 0.0005,
+        "decision_s": 0.003,
+        "per_candidate_s": 0.0002,
+    }
+    backend = SurrogateBackend(tiny(overhead=overhead), record_token_times=True)
+    wl = workload((0.25, 10, 2), (0.25, 6, 2))
+    backend.start(wl, 0)
+    cands, cap = backend.next_decision()
+    # What the policies see includes the per-request cost of the two requests.
+    bare = backend.latency.decode_latency_by_batch(cap.max_num_seqs, 8.0)
+    np.testing.assert_allclose(cap.iter_latency_s, bare + 2 * 0.0005, rtol=0, atol=1e-15)
+    backend.apply(decision_from_order([0, 1], len(cands)))
+    lat = backend.latency
+    decision_s = 0.003 + 0.0002 * 2
+    # Iteration 1 prefills both (two prefill sequences, two requests in the engine).
+    t1 = 0.25 + decision_s + lat.iteration_s(16, 0, 16) + 2 * 0.004 + 2 * 0.0005
+    cands, cap = backend.next_decision()
+    backend.apply(decision_from_order([0, 1], len(cands)))
+    # Iteration 2 decodes both: no prefill sequence; both finish with it.
+    t2 = t1 + decision_s + lat.iteration_s(0, 2, 18) + 2 * 0.0005
+    assert backend.next_decision() is None
+    for i in range(2):
+        np.testing.assert_allclose(backend.tracker.token_times(i), [t1, t2], rtol=0, atol=1e-12)
+
+
+def test_zero_overhead_section_changes_nothing():
+    wl = contended_workload(n=60, seed=2)
+    base = load_engine_profile("cpu_tiny")
+    zeros = dataclasses.replace(base, overhead=OverheadSpec(0.0, 0.0, 0.0, 0.0))
+    runs = []
+    for profile in (base, zeros):
+        b = SurrogateBackend(profile, record_token_times=True)
+        drive(b, wl)
+        runs.append([b.tracker.token_times(i) for i in range(len(wl))])
+    assert all(np.array_equal(x, y) for x, y in zip(*runs, strict=True))
 
 
 def test_chunked_prefill_splits_a_long_prompt_under_the_token_budget():

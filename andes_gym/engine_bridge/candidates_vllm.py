@@ -87,7 +87,8 @@ def build_decision_point(
         kv_cache_manager: The scheduler's `KVCacheManager`.
         limits: Block size and batch limit.
         ledger: Rows of every request (QoE summaries, targets).
-        latency_model: Has `decode_latency_by_batch(max_num_seqs, mean_context_tokens)`.
+        latency_model: A `surrogate.latency.LatencyModel` (its `serving_latency_by_batch`
+            and `prefill_s_per_token` give the capacity's latencies).
         lookahead_s: Look-ahead dt of q_serve / q_wait.
         qoe_variant: QoE variant of the predictions.
         oracle: Expose the remaining tokens (`max_tokens` - delivered; exact only when
@@ -130,7 +131,7 @@ def build_decision_point(
         free_kv_blocks=int(pool.get_num_free_blocks()),
         block_size=limits.block_size,
         max_num_seqs=limits.max_num_seqs,
-        iter_latency_s=latency_model.decode_latency_by_batch(limits.max_num_seqs, mean_context),
+        iter_latency_s=latency_model.serving_latency_by_batch(limits.max_num_seqs, mean_context, n),
         prefill_s_per_token=latency_model.prefill_s_per_token(limits.max_num_batched_tokens),
     )
     for r, row in zip(requests, rows, strict=True):

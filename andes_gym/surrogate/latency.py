@@ -7,6 +7,10 @@ One interface, swappable implementations (like Vidur's execution-time predictors
 - `RooflineLatencyModel`: analytic, from model and hardware specs.
 
 Both are pure functions of their inputs (no state), so a simulator that holds one pickles.
+A model also carries the profile's serving overhead (`OverheadSpec`: per prefill sequence,
+per request in the engine, per decision); the simulator adds those terms to the model's
+forward-pass latency, and `serving_latency_by_batch` adds the per-request term to what the
+policies are told (`Capacity.iter_latency_s`).
 """
 
 from __future__ import annotations
@@ -20,12 +24,20 @@ from andes_gym.surrogate.profile import (
     HardwareSpec,
     LinearLatencySpec,
     ModelSpec,
+    OverheadSpec,
     RooflineLatencySpec,
 )
 
 
 class LatencyModel(ABC):
-    """Predicts the wall time of one engine iteration (a forward pass of the batch)."""
+    """Predicts the wall time of one engine iteration (a forward pass of the batch).
+
+    Attributes:
+        overhead: Serving costs around the forward pass (`make_latency_model` sets the
+            profile's; zero by default).
+    """
+
+    overhead: OverheadSpec = OverheadSpec()
 
     @abstractmethod
     def iteration_s(
@@ -111,6 +123,15 @@ class LatencyModel(ABC):
         return np.array(
             [self.iteration_s(0, b, b * mean_context_tokens) for b in batch], dtype=np.float64
         )
+
+    def serving_latency_by_batch(
+        self, max_num_seqs: int, mean_context_tokens: float, num_requests: int
+    ) -> np.ndarray:
+        """`decode_latency_by_batch` plus the per-request overhead of `num_requests`
+        requests in the engine: the `Capacity.iter_latency_s` the policies see."""
+        latency = self.decode_latency_by_batch(max_num_seqs, mean_context_tokens)
+        per_request_s = self.overhead.per_request_s
+        return latency + per_request_s * num_requests if per_request_s > 0.0 else latency
 
 
 class _ClosedFormLatencyModel(LatencyModel):
@@ -218,10 +239,13 @@ class RooflineLatencyModel(_ClosedFormLatencyModel):
 
 
 def make_latency_model(profile: EngineProfile) -> LatencyModel:
-    """The latency model a profile describes."""
+    """The latency model a profile describes, with the profile's serving overhead."""
     spec = profile.latency
     if isinstance(spec, LinearLatencySpec):
-        return LinearLatencyModel(spec)
-    if isinstance(spec, RooflineLatencySpec):
-        return RooflineLatencyModel(spec.model, spec.hardware)
-    raise TypeError(f"unknown latency spec {type(spec).__name__} in profile {profile.name!r}")
+        model: LatencyModel = LinearLatencyModel(spec)
+    elif isinstance(spec, RooflineLatencySpec):
+        model = RooflineLatencyModel(spec.model, spec.hardware)
+    else:
+        raise TypeError(f"unknown latency spec {type(spec).__name__} in profile {profile.name!r}")
+    model.overhead = profile.overhead
+    return model

@@ -8,6 +8,7 @@ A profile is a YAML file in `configs/engines/` (or anywhere, by path)::
     latency:    {kind: linear, base_s: 1.5e-3, per_prefill_token_s: 2.0e-5,
                  per_decode_seq_s: 5.8e-5, per_context_token_s: 0.0}
     preemption: {mode: recompute}
+    overhead:   {per_prefill_seq_s: 2.5e-4, per_request_s: 3.9e-6}   # optional
 
 Every key is checked: a missing required field, an unknown key or a bad value raises a
 `ValueError` naming the field (`latency.per_decode_seq_s`) and the file it came from.
@@ -164,6 +165,39 @@ class PreemptionSpec:
 
 
 @dataclass(frozen=True)
+class OverheadSpec:
+    """Serving-system costs outside the model's forward pass (seconds; all default 0).
+
+    A real engine spends time around each step that a latency model of the forward pass
+    does not see: preparing the inputs of each request that starts, resumes or continues a
+    prefill, walking its queues, and (with a learned or analytical scheduler) building the
+    decision. `python -m andes_gym.calibrate --env-workloads ...` fits these on the live
+    engine (docs/CALIBRATION.md); roofline profiles of GPUs leave them at 0.
+
+    Attributes:
+        per_prefill_seq_s: Per request that computes prefill tokens in an iteration.
+        per_request_s: Per request in the engine (running or waiting), every iteration.
+        decision_s: Per scheduling decision handed to a policy (candidates, predictions).
+        per_candidate_s: Per candidate of such a decision.
+    """
+
+    per_prefill_seq_s: float = 0.0
+    per_request_s: float = 0.0
+    decision_s: float = 0.0
+    per_candidate_s: float = 0.0
+
+    @property
+    def per_iteration(self) -> bool:
+        """Whether any per-iteration term is set."""
+        return self.per_prefill_seq_s > 0.0 or self.per_request_s > 0.0
+
+    @property
+    def per_decision(self) -> bool:
+        """Whether any per-decision term is set."""
+        return self.decision_s > 0.0 or self.per_candidate_s > 0.0
+
+
+@dataclass(frozen=True)
 class EngineProfile:
     """Everything the surrogate needs to know about an engine.
 
@@ -174,6 +208,7 @@ class EngineProfile:
         latency: Coefficients of the latency model (linear or roofline).
         preemption: Preemption mode.
         description: Free text (where the numbers come from).
+        overhead: Serving-system costs around the forward pass (zero unless calibrated).
     """
 
     name: str
@@ -182,6 +217,7 @@ class EngineProfile:
     latency: LinearLatencySpec | RooflineLatencySpec
     preemption: PreemptionSpec = PreemptionSpec()
     description: str = ""
+    overhead: OverheadSpec = OverheadSpec()
 
     @property
     def latency_kind(self) -> str:
@@ -300,7 +336,7 @@ def _build_latency(data: Any, source: str) -> LinearLatencySpec | RooflineLatenc
     )
 
 
-_TOP_LEVEL = ("name", "description", "kv", "limits", "latency", "preemption")
+_TOP_LEVEL = ("name", "description", "kv", "limits", "latency", "preemption", "overhead")
 
 
 def engine_profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> EngineProfile:
@@ -331,6 +367,7 @@ def engine_profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") ->
     limits = _build(EngineLimits, data["limits"], "limits", source)
     latency = _build_latency(data["latency"], source)
     preemption = _build(PreemptionSpec, data.get("preemption") or {}, "preemption", source)
+    overhead = _build(OverheadSpec, data.get("overhead") or {}, "overhead", source)
     profile = EngineProfile(
         name=data["name"],
         kv=kv,
@@ -338,6 +375,7 @@ def engine_profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") ->
         latency=latency,
         preemption=preemption,
         description=str(data.get("description") or ""),
+        overhead=overhead,
     )
     _check_consistency(profile, source)
     return profile

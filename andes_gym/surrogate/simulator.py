@@ -119,6 +119,11 @@ class SurrogateBackend(EngineBackend):
             block_bytes = profile.kv_bytes_per_token * self._bs
             self._swap_s_per_block = block_bytes / (profile.preemption.swap_bw_gb_s * 1e9)
         self._empty_iter_s = max(self.latency.iteration_s(0, 0, 0), 1e-6)
+        ov = profile.overhead
+        self._iter_overhead = ov.per_iteration
+        self._per_prefill_seq_s = ov.per_prefill_seq_s
+        self._per_request_s = ov.per_request_s
+        self._decision_overhead = ov.per_decision
         self._workload_name = ""
         self._reset_arrays(0)
 
@@ -242,6 +247,9 @@ class SurrogateBackend(EngineBackend):
             self._preempt_requests(to_preempt)
         self._order = ids[np.asarray(decision.order, dtype=np.int64)]
         self._iters_left = self.decision_config.iters_per_decision
+        if self._decision_overhead:  # building the decision delays the next iteration
+            ov = self.profile.overhead
+            self._now += ov.decision_s + ov.per_candidate_s * len(cands)
         if len(self._order) == 0:
             self._empty_iteration()
         else:
@@ -342,7 +350,9 @@ class SurrogateBackend(EngineBackend):
             free_kv_blocks=self._total_blocks - self._blocks_used,
             block_size=self._bs,
             max_num_seqs=self._max_seqs,
-            iter_latency_s=self.latency.decode_latency_by_batch(self._max_seqs, mean_context),
+            iter_latency_s=self.latency.serving_latency_by_batch(
+                self._max_seqs, mean_context, len(act)
+            ),
             prefill_s_per_token=self._prefill_s_per_token,
         )
         cfg = self.decision_config
@@ -436,6 +446,8 @@ class SurrogateBackend(EngineBackend):
         num_decode = int(np.count_nonzero(decoding))
         prefill_tokens = int(pending.sum()) - num_decode
         head_s = self.latency.iteration_s(prefill_tokens, num_decode, int(full.sum()))
+        if self._iter_overhead:
+            head_s += self._overhead_s(len(order) - num_decode, len(self._active))
         return full - 1, head_s, gen
 
     def _empty_iteration(self) -> None:
@@ -498,6 +510,8 @@ class SurrogateBackend(EngineBackend):
         num_decode = int(np.count_nonzero(is_decode))
         prefill_tokens = int(new.sum()) - num_decode
         latency_s = self.latency.iteration_s(prefill_tokens, num_decode, int(comp.sum()))
+        if self._iter_overhead:
+            latency_s += self._overhead_s(len(sched) - num_decode, len(self._active))
         latency_s += self._swap_debt_s + restore_s
         self._swap_debt_s = 0.0
         self._comp[sched] = comp
@@ -511,6 +525,10 @@ class SurrogateBackend(EngineBackend):
         self._iters_left -= 1
         if self.on_iteration is not None:
             self.on_iteration(self)
+
+    def _overhead_s(self, num_prefill_seqs: int, num_requests: int) -> float:
+        """The profile's serving overhead of one iteration (`OverheadSpec`)."""
+        return self._per_prefill_seq_s * num_prefill_seqs + self._per_request_s * num_requests
 
     def _plan_admissions(
         self, queue: np.ndarray, num_running: int, budget: int, free_blocks: int
@@ -606,7 +624,10 @@ class SurrogateBackend(EngineBackend):
         batch = len(comp)
         # Nobody finishes (m == 1 included: every request has a token left): constant batch.
         if m == 1 or int(remaining.min()) >= m:
-            return self.latency.decode_run_s(batch, int(comp.sum()) + batch, m)
+            latencies = self.latency.decode_run_s(batch, int(comp.sum()) + batch, m)
+            if self._iter_overhead:  # as _overhead_s(0, requests in the engine)
+                latencies += self._per_request_s * len(self._active)
+            return latencies
         by_rem = np.argsort(remaining, kind="stable")
         rem_sorted = remaining[by_rem]
         # comp_tail[k]: context of the requests from the k-th smallest remaining on.
@@ -615,7 +636,10 @@ class SurrogateBackend(EngineBackend):
         gone = np.searchsorted(rem_sorted, j, side="right")  # finished before iteration j
         alive = batch - gone
         ctx = comp_tail[gone] + alive * (j + 1)
-        return self.latency.iteration_s_array(np.zeros(m), alive, ctx)
+        latencies = self.latency.iteration_s_array(np.zeros(m), alive, ctx)
+        if self._iter_overhead:  # requests that finished earlier in the segment have left
+            latencies += self._per_request_s * (len(self._active) - gone)
+        return latencies
 
     def _record_segment(
         self,
