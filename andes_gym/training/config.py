@@ -128,6 +128,8 @@ class BCConfig:
     """Also fit the value head to the teacher's discounted returns."""
     log_std_after: float | None = -2.0
     """Log std of the action noise after imitation (None: keep policy.log_std_init)."""
+    fit_threads: int | None = None
+    """Torch threads while fitting (the env workers are idle then); None: every core."""
 
 
 @dataclass

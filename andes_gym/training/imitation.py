@@ -12,6 +12,8 @@ student also learns on the states its own mistakes lead to.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -260,6 +262,19 @@ def _metrics(policy, obs, target, mask, returns, has_ret) -> dict:
     return {"bc/action_mse": mse, "bc/pair_accuracy": acc, "bc/value_mse": vmse}
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Torch intra-op threads set to `n` inside the block, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(int(n), 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_imitation(model, venv, cfg, spec, logger, log=print) -> dict:
     """The whole warm start: record, fit, DAgger rounds, then set the exploration noise.
 
@@ -314,19 +329,20 @@ def run_imitation(model, venv, cfg, spec, logger, log=print) -> dict:
                 )
             demos = demos.extend(more)
         start = time.monotonic()
-        metrics = fit(
-            policy,
-            demos,
-            normalize,
-            epochs=b.epochs,
-            batch_size=b.batch_size,
-            learning_rate=b.learning_rate,
-            target_scale=b.target_scale,
-            value_pretrain=b.value_pretrain,
-            seed=cfg.seed + rnd,
-            k_slots=spec.k_slots,
-            num_slot_features=spec.num_slot_features,
-        )
+        with _torch_threads(b.fit_threads or os.cpu_count() or 1):
+            metrics = fit(
+                policy,
+                demos,
+                normalize,
+                epochs=b.epochs,
+                batch_size=b.batch_size,
+                learning_rate=b.learning_rate,
+                target_scale=b.target_scale,
+                value_pretrain=b.value_pretrain,
+                seed=cfg.seed + rnd,
+                k_slots=spec.k_slots,
+                num_slot_features=spec.num_slot_features,
+            )
         log(
             f"[bc] round {rnd}: fit {len(demos)} samples x {b.epochs} epochs in "
             f"{time.monotonic() - start:.0f} s: action mse {metrics['bc/action_mse']:.4f}, "
