@@ -67,6 +67,7 @@ def run_fidelity(
     engine_handle=None,
     warmup: bool = True,
     noise_floor: bool = True,
+    noise_floor_policies: list[str] | None = None,
 ) -> tuple[dict, dict[tuple[str, str], list[tuple[RunRecord, RunRecord]]]]:
     """Runs every (workload, seed, policy) on both engines and compares them.
 
@@ -84,9 +85,10 @@ def run_fidelity(
             share; None starts one and releases it at the end.
         warmup: Run an untimed episode (the first 100 requests of the first workload)
             on the live engine first: its first steps are slower (allocator, caches).
-        noise_floor: Also run the first policy a second time on the live engine, per
-            workload and seed, and report live-vs-live errors: how far the engine is
-            from itself, the floor no surrogate can beat on this machine.
+        noise_floor: Also run policies a second time on the live engine, per workload
+            and seed, and report live-vs-live errors: how far the engine is from itself,
+            the floor no surrogate can beat on this machine.
+        noise_floor_policies: The policies re-run for the noise floor (None: the first).
 
     Returns:
         `(report, pairs)`: the JSON-able report and the records per (workload, policy).
@@ -96,7 +98,8 @@ def run_fidelity(
     prof = load_engine_profile(profile)
     sources = [(None, trace)] if trace is not None else [(s, None) for s in workload_specs]
     pairs: dict[tuple[str, str], list[tuple[RunRecord, RunRecord]]] = {}
-    repeats: dict[str, list[tuple[RunRecord, RunRecord]]] = {}
+    repeats: dict[tuple[str, str], list[tuple[RunRecord, RunRecord]]] = {}
+    floor_policies = [p for p in (noise_floor_policies or policies[:1]) if p in policies]
     runs = []
     load_before = _load()
     live = LiveRunner(live_engine, latency_profile=profile, handle=engine_handle)
@@ -132,10 +135,10 @@ def run_fidelity(
                         f"{_pct(cmp['ttft_s']['median_rel_error'])}"
                         f"  ({time.perf_counter() - start:.0f} s)"
                     )
-                if noise_floor:
-                    again = live.run(wl, policies[0], seed, env_args, label)
-                    first = pairs[(label, policies[0])][-1][1]
-                    repeats.setdefault(label, []).append((again, first))
+                for policy in floor_policies if noise_floor else []:
+                    again = live.run(wl, policy, seed, env_args, label)
+                    first = pairs[(label, policy)][-1][1]
+                    repeats.setdefault((label, policy), []).append((again, first))
     finally:
         live.close()
     report = {
@@ -149,12 +152,12 @@ def run_fidelity(
         "load_average_after": _load(),
         "targets": {"mean_abs_qoe_error": QOE_TARGET, "median_ttft_rel_error": TTFT_TARGET},
         "runs": runs,
-        "results": _aggregate(pairs),
+        "results": _aggregate(pairs, repeats),
         "ranking": ranking_transfer(pairs),
-        "noise_floor": {
-            label: {"policy": policies[0], **pooled_errors(prs)}
-            for label, prs in sorted(repeats.items())
-        },
+        "noise_floor": [
+            {"workload": label, "policy": policy, **pooled_errors(prs)}
+            for (label, policy), prs in sorted(repeats.items())
+        ],
     }
     return report, pairs
 
@@ -166,12 +169,27 @@ def _summary_mean(prs, which: int, key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def _aggregate(pairs) -> list[dict]:
-    """Errors per (workload, policy) with the seeds' requests pooled, and target checks."""
+def _aggregate(pairs, repeats=None) -> list[dict]:
+    """Errors per (workload, policy) with the seeds' requests pooled, and target checks.
+
+    Where the live run was repeated (`repeats`), a row also carries the live-vs-live
+    errors (`noise_floor`) and whether the surrogate is within them.
+    """
     rows = []
     for (label, policy), prs in sorted(pairs.items()):
         err = pooled_errors(prs)
         ttft = err["ttft_s"]["median_rel_error"]
+        floor = None
+        if repeats and (label, policy) in repeats:
+            f = pooled_errors(repeats[(label, policy)])
+            floor = {
+                "mean_abs_qoe_error": f["mean_abs_qoe_error"],
+                "ttft_median_rel_error": f["ttft_s"]["median_rel_error"],
+                "qoe_within": err["mean_abs_qoe_error"] <= f["mean_abs_qoe_error"],
+                "ttft_within": ttft is not None
+                and f["ttft_s"]["median_rel_error"] is not None
+                and ttft <= f["ttft_s"]["median_rel_error"],
+            }
 
         rows.append(
             {
@@ -188,6 +206,7 @@ def _aggregate(pairs) -> list[dict]:
                 "live_between_steps_ms_mean": _summary_mean(prs, 1, "between_steps_ms_mean"),
                 "meets_qoe_target": err["mean_abs_qoe_error"] <= QOE_TARGET,
                 "meets_ttft_target": ttft is not None and ttft <= TTFT_TARGET,
+                "noise_floor": floor,
             }
         )
     return rows
@@ -233,14 +252,23 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _floor_cell(floor: dict | None) -> str:
+    """`0.161 / 28.5%`, each marked `(within)` when the surrogate's error is not larger."""
+    if not floor:
+        return "n/a"
+    qoe = f"{floor['mean_abs_qoe_error']:.3f}" + (" (within)" if floor["qoe_within"] else "")
+    ttft = _pct(floor["ttft_median_rel_error"]) + (" (within)" if floor["ttft_within"] else "")
+    return f"{qoe} / {ttft}"
+
+
 def markdown_table(report: dict) -> str:
     """The results as Markdown tables (errors per workload and policy; ranking)."""
     lines = [
         "| workload | policy | n | live QoE | surr. QoE | mean abs QoE err | TTFT err med / p90 "
         "| TBT err med / p90 | completion err med / p90 | preemptions live / surr. "
         "| TTFT median live / surr. (ms) | iterations live / surr. | live step + gap (ms) "
-        "| targets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| targets | live vs live: QoE err / TTFT err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         ok = (
@@ -261,7 +289,7 @@ def markdown_table(report: dict) -> str:
             f"| {_ms(r['ttft_s']['median_live'])} / {_ms(r['ttft_s']['median_surrogate'])} "
             f"| {_num(r['iterations']['live'])} / {_num(r['iterations']['surrogate'])} "
             f"| {_num(r['live_step_ms_mean'], 2)} + {_num(r['live_between_steps_ms_mean'], 2)} "
-            f"| {ok} |"
+            f"| {ok} | {_floor_cell(r.get('noise_floor'))} |"
         )
     if report.get("noise_floor"):
         lines += [
@@ -272,9 +300,9 @@ def markdown_table(report: dict) -> str:
             "| completion err med / p90 |",
             "|---|---|---|---|---|---|",
         ]
-        for label, r in report["noise_floor"].items():
+        for r in report["noise_floor"]:
             lines.append(
-                f"| {label} | {r['policy']} | {r['mean_abs_qoe_error']:.3f} "
+                f"| {r['workload']} | {r['policy']} | {r['mean_abs_qoe_error']:.3f} "
                 f"| {_pct(r['ttft_s']['median_rel_error'])} / {_pct(r['ttft_s']['p90_rel_error'])} "
                 f"| {_pct(r['tbt_mean_s']['median_rel_error'])} / "
                 f"{_pct(r['tbt_mean_s']['p90_rel_error'])} "
@@ -390,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-warmup", action="store_true", help="skip the untimed live warm-up episode"
     )
     parser.add_argument(
+        "--noise-floor-policies",
+        default="",
+        help="policies run twice on the live engine for the noise floor (default: --policies)",
+    )
+    parser.add_argument(
         "--no-noise-floor",
         action="store_true",
         help="skip the second live run of the first policy (live-vs-live errors)",
@@ -416,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
         log=lambda m: print(m, file=sys.stderr, flush=True),
         warmup=not args.no_warmup,
         noise_floor=not args.no_noise_floor,
+        noise_floor_policies=[p for p in args.noise_floor_policies.split(",") if p]
+        if args.noise_floor_policies
+        else [p for p in args.policies.split(",") if p],
     )
     report["command"] = " ".join(["python -m andes_gym.fidelity", *(argv or sys.argv[1:])])
     write_outputs(report, pairs, args.out, plot=not args.no_plot)

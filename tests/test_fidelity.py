@@ -140,8 +140,15 @@ def test_fidelity_on_a_tiny_workload_writes_every_field(vllm_engine, tmp_path):
         assert {"total_live", "total_surrogate"} <= set(row["num_preemptions"])
         assert isinstance(row["meets_qoe_target"], bool)
     assert "kendall_tau" in data["ranking"]["per_workload"][data["workloads"][0]]
-    floor = data["noise_floor"][data["workloads"][0]]
+    (floor,) = data["noise_floor"]  # the first policy only, by default
     assert floor["policy"] == "fcfs" and floor["ttft_s"]["num_pairs"] > 0
+    by_policy = {row["policy"]: row for row in data["results"]}
+    assert by_policy["andes"]["noise_floor"] is None
+    fcfs_floor = by_policy["fcfs"]["noise_floor"]
+    assert fcfs_floor["mean_abs_qoe_error"] == floor["mean_abs_qoe_error"]
+    assert fcfs_floor["qoe_within"] == (
+        by_policy["fcfs"]["mean_abs_qoe_error"] <= floor["mean_abs_qoe_error"]
+    )
     assert (out / "fidelity.png").stat().st_size > 0
     assert (out / "requests.csv").read_text().count("\n") == 1 + 2 * 10
     assert "mean abs QoE err" in markdown_table(report)
