@@ -27,7 +27,7 @@ ORDER = (
     "policies",
     "vllm",
     "learned",
-    "learned_k256",
+    "learned_k64",
     "fidelity",
     "leaderboard",
 )
