@@ -198,6 +198,25 @@ def test_capacity_range_must_be_valid_workloads():
         suite_from_dict(data)
 
 
+def test_capacity_policies_must_be_suite_policies():
+    search = {
+        "name": "rate",
+        "workload": "steady_poisson",
+        "parameter": "rate_rps",
+        "low": 1.0,
+        "high": 2.0,
+        "tolerance": 0.5,
+    }
+    # A checkpoint may be listed by its path or by its label (the file's stem).
+    policies = ["fcfs", "ckpts/mine.onnx"]
+    for listed in (["ckpts/mine.onnx"], ["mine"]):
+        data = _minimal(policies=policies, capacity=[{**search, "policies": listed}])
+        assert suite_from_dict(data).capacity[0].policies == tuple(listed)
+    data = _minimal(policies=policies, capacity=[{**search, "policies": ["andes"]}])
+    with pytest.raises(SuiteError, match=r"capacity\[0\]\.policies names 'andes'"):
+        suite_from_dict(data)
+
+
 @pytest.mark.parametrize("name", SUITES)
 def test_shipped_suites_load(name):
     suite = load_suite(name)

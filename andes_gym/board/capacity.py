@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from andes_gym.board.bisection import Bisection
-from andes_gym.board.cells import Cell
+from andes_gym.board.cells import Cell, policy_label
 from andes_gym.board.plan import PolicyEntry, make_cell
 from andes_gym.board.suite import CapacitySpec, Suite, capacity_workload
 
@@ -96,7 +96,9 @@ def run_capacity(
     for spec in specs:
         chosen = policies
         if spec.policies is not None and not restrict_policies:
-            chosen = [by_label[label] for label in spec.policies if label in by_label]
+            # Listed by label or by spec (a checkpoint path counts as its stem).
+            wanted = [policy_label(name) for name in spec.policies]
+            chosen = [by_label[label] for label in wanted if label in by_label]
         spec_seeds = tuple(seeds) if seeds is not None else (spec.seeds or suite.seeds)
         for policy in chosen:
             outcome = CapacityOutcome(

@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from andes_gym.board.cells import policy_label
 from andes_gym.paths import resolve_config
 from andes_gym.workloads import (
     load_workload_config,
@@ -426,9 +427,16 @@ def suite_from_dict(data: Any, source: str = "<dict>") -> Suite:
         source=source,
     )
     resolve_workloads(suite)  # validates presets, overrides and configs now
-    for spec in suite.capacity:
+    labels = {p.label or policy_label(p.policy) for p in suite.policies}
+    for i, spec in enumerate(suite.capacity):
         capacity_workload(suite, spec, spec.low)
         capacity_workload(suite, spec, spec.high)
+        for name in spec.policies or ():
+            if policy_label(name) not in labels:
+                raise SuiteError(
+                    f"{source}: capacity[{i}].policies names {name!r}, which is not one of "
+                    f"the suite's policies {sorted(labels)}"
+                )
     return suite
 
 
