@@ -132,6 +132,8 @@ def test_behaviour_cloning_warm_start_is_logged(tmp_path, capsys):
         ("env.typo.x=1", "env.typo"),
         ("algo.extra.not_a_param=1", "not_a_param"),
         ("seed=abc", "seed"),
+        ("bc.fit_threads=0", "bc.fit_threads"),
+        ("torch_threads=-1", "torch_threads"),
     ],
 )
 def test_unknown_or_bad_keys_are_errors_naming_the_key(tmp_path, capsys, override, named):

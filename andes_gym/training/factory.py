@@ -265,6 +265,11 @@ def validate(cfg: TrainConfig, spec: FeatureSpec | None = None) -> None:
         raise ConfigError(
             f"bc.teacher {cfg.bc.teacher!r} is not a registered policy: {registered_policies()}"
         )
+    for key in ("torch_threads", "bc.fit_threads"):
+        section, _, field_name = key.rpartition(".")
+        value = getattr(getattr(cfg, section) if section else cfg, field_name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be a positive number of threads, got {value}")
     for name in cfg.eval.baselines:
         if name not in registered_policies():
             raise ConfigError(
