@@ -334,3 +334,38 @@ def _contended_cpu_workload() -> dict:
         },
         "targets": {"kind": "reading", "time_scale": 0.02},
     }
+
+
+def test_a_workload_list_mixes_loads_one_per_episode():
+    light = {**cpu_workload(n=30, rate_rps=20.0, cv=1.0), "name": "light"}
+    heavy = {**cpu_workload(n=60, rate_rps=2000.0, cv=1.0), "name": "heavy"}
+    env = make(workload=[light, heavy])
+    names = {}
+    for seed in range(12):
+        env.reset(seed=seed)
+        names[seed] = env.unwrapped.workload.name
+    assert set(names.values()) == {"light", "heavy"}  # both components are played
+    # Deterministic in the seed, and the draw matches the component played alone.
+    env.reset(seed=3)
+    again = env.unwrapped.workload
+    alone = make(workload=light if names[3] == "light" else heavy)
+    alone.reset(seed=3)
+    assert again.name == names[3]
+    np.testing.assert_array_equal(again.arrival_s, alone.unwrapped.workload.arrival_s)
+    check_env(make(workload=[light, heavy]).unwrapped, skip_render_check=True)
+    clone = pickle.loads(pickle.dumps(env.unwrapped))
+    clone.reset(seed=5)
+    assert clone.workload.name == names[5]
+
+
+@pytest.mark.parametrize(
+    ("workload", "message"),
+    [
+        ([{"name": "only"}], r"workload\[0\]"),
+        (["steady_poisson_cpu", 7], r"workload\[1\].*int"),
+        (["steady_poisson_cpu"], "at least 2"),
+    ],
+)
+def test_bad_workload_lists_name_the_entry(workload, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make(workload=workload)

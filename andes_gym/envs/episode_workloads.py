@@ -1,9 +1,12 @@
-"""Where an environment's episodes come from: a workload config drawn per seed, or one fixed workload."""
+"""Where an environment's episodes come from: a workload config drawn per seed, one fixed
+workload, or a mixture of configs (one chosen per episode, for training across loads)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from andes_gym.workloads import WorkloadConfig, load_workload_config, make_workload
 from andes_gym.workloads.generate import load_trace_rows
@@ -39,18 +42,61 @@ class FixedWorkload:
         return self.workload
 
 
-def workload_source(spec) -> ConfigWorkloads | FixedWorkload:
+@dataclass(frozen=True)
+class MixtureWorkloads:
+    """Each episode draws one of several workload configs (uniformly, from the episode
+    seed), then a fresh draw of it: domain randomization over loads and shapes.
+
+    Attributes:
+        sources: The component sources (config-based; fixed traces are not mixed).
+    """
+
+    sources: tuple[ConfigWorkloads, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.sources) < 2:
+            raise ValueError(
+                f"a workload mixture needs at least 2 entries, got {len(self.sources)}"
+            )
+
+    def choose(self, seed: int) -> int:
+        """Index of the component that episode `seed` plays (deterministic in the seed)."""
+        return int(np.random.default_rng([int(seed), 0x4D49]).integers(len(self.sources)))
+
+    def sample(self, seed: int) -> Workload:
+        return self.sources[self.choose(seed)].sample(seed)
+
+
+WorkloadSource = ConfigWorkloads | FixedWorkload | MixtureWorkloads
+
+
+def workload_source(spec) -> WorkloadSource:
     """Resolves an env's `workload` argument (read once, at construction).
 
     Args:
         spec: A preset name (`"bursty_2x"`), a YAML path, a dict of config fields, a
-            `WorkloadConfig`, a `Workload`, or an existing source.
+            `WorkloadConfig`, a `Workload`, an existing source, or a list of two or more
+            names / paths / dicts / configs (a `MixtureWorkloads`: one per episode).
 
     Raises:
-        ValueError: For anything else, naming what was passed.
+        ValueError: For anything else, naming what was passed (for a list, which entry).
     """
-    if isinstance(spec, ConfigWorkloads | FixedWorkload):
+    if isinstance(spec, ConfigWorkloads | FixedWorkload | MixtureWorkloads):
         return spec
+    if isinstance(spec, list | tuple):
+        sources = []
+        for i, entry in enumerate(spec):
+            try:
+                source = workload_source(entry)
+            except ValueError as exc:
+                raise ValueError(f"workload[{i}]: {exc}") from None
+            if not isinstance(source, ConfigWorkloads):
+                raise ValueError(
+                    f"workload[{i}]: a mixture takes workload configs (names, paths, dicts), "
+                    f"got {type(entry).__name__}"
+                )
+            sources.append(source)
+        return MixtureWorkloads(tuple(sources))
     if isinstance(spec, Workload):
         return FixedWorkload(spec)
     if isinstance(spec, WorkloadConfig):
@@ -62,6 +108,6 @@ def workload_source(spec) -> ConfigWorkloads | FixedWorkload:
     if isinstance(spec, str | Path):
         return ConfigWorkloads(load_workload_config(spec))
     raise ValueError(
-        "workload must be a preset name, a YAML path, a dict, a WorkloadConfig or a "
-        f"Workload; got {type(spec).__name__}"
+        "workload must be a preset name, a YAML path, a dict, a WorkloadConfig, a "
+        f"Workload or a list of configs; got {type(spec).__name__}"
     )

@@ -132,8 +132,9 @@ class SurrogateEnv(SchedulingEnv):
     ```
 
     - `workload`: a workload preset name, a YAML path, a dict of config fields, a
-      `WorkloadConfig` (a fresh seeded draw per episode) or a `Workload` (replayed every
-      episode). Default `"bursty_2x"`.
+      `WorkloadConfig` (a fresh seeded draw per episode), a `Workload` (replayed every
+      episode), or a list of two or more configs (each episode plays one of them, chosen
+      from its seed: training across loads). Default `"bursty_2x"`.
     - `engine`: an engine profile name (`configs/engines/<name>.yaml`), a path, a dict or
       an `EngineProfile`. Default `"llama7b_a100"`.
     - `k_slots`: number of request slots K in the observation and action. Default None:
