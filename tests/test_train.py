@@ -292,3 +292,15 @@ def test_interrupt_during_imitation_is_redone_on_resume(tmp_path, capsys, monkey
     assert main(["--resume", str(run)]) == 0
     assert "behaviour-cloning warm start" in capsys.readouterr().out
     assert ckpt.read_meta(ckpt.latest_checkpoint(run))["phase"] == "rl"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs" / "train").glob("*.yaml")), ids=str
+)
+def test_shipped_train_configs_validate_and_build_their_env(path):
+    from andes_gym.training import factory
+
+    cfg = load_config(path)
+    factory.validate(cfg)
+    spec, _, _ = factory.probe_env(cfg)  # builds the env once: workloads, engine, K
+    assert spec.k_slots == cfg.env.kwargs.get("k_slots", spec.k_slots)
