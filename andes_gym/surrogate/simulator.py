@@ -21,8 +21,11 @@ One iteration:
 2. Selected waiting requests are admitted in the decision's order while a batch seat,
    budget and free blocks remain (stopping at the first that does not get them; it stays
    queued for the next iteration of the same decision).
-3. The latency model prices the iteration (plus any swap transfer); tokens produced are
-   delivered at its end; finished requests free their blocks.
+3. The latency model prices the iteration (plus any swap transfer, and the profile's
+   serving overhead: per request computing prefill tokens and per request in the engine);
+   tokens produced are delivered at its end; finished requests free their blocks.
+   A decision handed to a policy (`apply`) first costs the overhead's `decision_s` and
+   `per_candidate_s` (building it), as the scheduler hook's does on the live engine.
 
 Arrivals join the candidates at iteration boundaries; an idle engine jumps to the next
 arrival. Time always advances: a decision that runs nothing costs an empty iteration.
