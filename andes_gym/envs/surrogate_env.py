@@ -154,7 +154,10 @@ class SurrogateEnv(SchedulingEnv):
 
     ## Version History
 
-    - v0: initial version (feature set `andes_gym.slots` v1).
+    - v0: initial version (feature set `andes_gym.slots` v1). Later additions that leave
+      existing configurations' trajectories unchanged: workload lists (mixtures), and
+      engine profiles with an `overhead:` section (the shipped `cpu_tiny_fitted` has one,
+      so its dynamics changed when it was recalibrated on 2026-11-22).
     """
 
     def __init__(
