@@ -29,6 +29,7 @@ ORDER = (
     "learned",
     "learned_k64",
     "learned_live",
+    "learned_mixed",
     "fidelity",
     "leaderboard",
 )
