@@ -1,8 +1,11 @@
 """The quality bar of issue 6: the quickstart's trained policy vs fcfs and andes, several seeds.
 
 Usage:
-    # train the quickstart with 3 seeds, then evaluate (about 3 x 10 minutes on 2 cores):
+    # train the quickstart with 3 seeds, then evaluate (about 3 x 7 minutes on 2 cores):
     python benchmarks/bench_learned.py --train-seeds 0 1 2
+    # the same without PPO (imitation only), to measure what RL adds:
+    python benchmarks/bench_learned.py --train-seeds 0 1 2 --set total_timesteps=0 \
+        --out benchmarks/results/learned_bc_only.md
     # evaluate run directories that exist already:
     python benchmarks/bench_learned.py --runs runs/andes_gym-Surrogate-v0__quickstart__0__*
 
@@ -40,8 +43,11 @@ from andes_gym.training.evaluate import (  # noqa: E402
 TEST_SEEDS = [1_000_001 + i for i in range(8)]
 
 
-def train_runs(config: str, seeds: list[int], run_root: Path) -> list[Path]:
-    """Trains the config once per seed (held-out test seeds set to TEST_SEEDS)."""
+def train_runs(
+    config: str, seeds: list[int], run_root: Path, overrides: list[str] = ()
+) -> list[Path]:
+    """Trains the config once per seed (held-out test seeds set to TEST_SEEDS), with
+    `overrides` (`key=value`) applied too."""
     from andes_gym.train import main as train_main
 
     runs = []
@@ -61,6 +67,8 @@ def train_runs(config: str, seeds: list[int], run_root: Path) -> list[Path]:
             "--set",
             "progress_bar=false",
         ]
+        for item in overrides:
+            args += ["--set", item]
         start = time.monotonic()
         if train_main(args) != 0:
             raise SystemExit(f"training seed {seed} failed")
@@ -147,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--run-root", default="runs/bench_learned", help="where --train-seeds runs go"
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training config override (repeatable), e.g. total_timesteps=0 for imitation only",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "learned.md"))
     parser.add_argument(
@@ -163,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     train_s = None
     if args.train_seeds:
         t0 = time.monotonic()
-        runs += train_runs(args.config, args.train_seeds, Path(args.run_root))
+        runs += train_runs(args.config, args.train_seeds, Path(args.run_root), args.overrides)
         train_s = time.monotonic() - t0
     if not runs:
         parser.error("give --runs or --train-seeds")

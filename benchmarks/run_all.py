@@ -28,6 +28,7 @@ ORDER = (
     "vllm",
     "learned",
     "learned_k64",
+    "learned_bc_only",
     "learned_live",
     "learned_mixed",
     "fidelity",
