@@ -141,6 +141,7 @@ def run_fidelity(
                     repeats.setdefault((label, policy), []).append((again, first))
     finally:
         live.close()
+    floors = {key: pooled_errors(prs) for key, prs in sorted(repeats.items())}
     report = {
         "profile": str(profile),
         "live_engine": str(live_engine),
@@ -152,11 +153,10 @@ def run_fidelity(
         "load_average_after": _load(),
         "targets": {"mean_abs_qoe_error": QOE_TARGET, "median_ttft_rel_error": TTFT_TARGET},
         "runs": runs,
-        "results": _aggregate(pairs, repeats),
+        "results": _aggregate(pairs, floors),
         "ranking": ranking_transfer(pairs),
         "noise_floor": [
-            {"workload": label, "policy": policy, **pooled_errors(prs)}
-            for (label, policy), prs in sorted(repeats.items())
+            {"workload": label, "policy": policy, **err} for (label, policy), err in floors.items()
         ],
     }
     return report, pairs
@@ -169,19 +169,20 @@ def _summary_mean(prs, which: int, key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def _aggregate(pairs, repeats=None) -> list[dict]:
+def _aggregate(pairs, floors=None) -> list[dict]:
     """Errors per (workload, policy) with the seeds' requests pooled, and target checks.
 
-    Where the live run was repeated (`repeats`), a row also carries the live-vs-live
-    errors (`noise_floor`) and whether the surrogate is within them.
+    Where the live run was repeated (`floors`: its pooled live-vs-live errors per
+    (workload, policy)), a row also carries those errors (`noise_floor`) and whether the
+    surrogate is within them.
     """
     rows = []
     for (label, policy), prs in sorted(pairs.items()):
         err = pooled_errors(prs)
         ttft = err["ttft_s"]["median_rel_error"]
         floor = None
-        if repeats and (label, policy) in repeats:
-            f = pooled_errors(repeats[(label, policy)])
+        if floors and (label, policy) in floors:
+            f = floors[(label, policy)]
             floor = {
                 "mean_abs_qoe_error": f["mean_abs_qoe_error"],
                 "ttft_median_rel_error": f["ttft_s"]["median_rel_error"],
@@ -425,12 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-noise-floor",
         action="store_true",
-        help="skip the second live run of the first policy (live-vs-live errors)",
+        help="skip the second live runs (the live-vs-live errors)",
     )
     args = parser.parse_args(argv)
     sep = ";" if ";" in args.workloads else ("," if "@" not in args.workloads else ";")
     specs = [s.strip() for s in args.workloads.split(sep) if s.strip()]
-    policies = [p for p in (args.policies + "," + args.rank_policies).split(",") if p]
+    compared = [p for p in args.policies.split(",") if p]
+    policies = compared + [p for p in args.rank_policies.split(",") if p]
     policies = list(dict.fromkeys(policies))
     env_args = EnvArgs(
         k_slots=args.k_slots,
@@ -449,9 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         log=lambda m: print(m, file=sys.stderr, flush=True),
         warmup=not args.no_warmup,
         noise_floor=not args.no_noise_floor,
-        noise_floor_policies=[p for p in args.noise_floor_policies.split(",") if p]
-        if args.noise_floor_policies
-        else [p for p in args.policies.split(",") if p],
+        noise_floor_policies=[p for p in args.noise_floor_policies.split(",") if p] or compared,
     )
     report["command"] = " ".join(["python -m andes_gym.fidelity", *(argv or sys.argv[1:])])
     write_outputs(report, pairs, args.out, plot=not args.no_plot)
