@@ -4,9 +4,11 @@ Three measurements, printed as a Markdown section and saved to
 benchmarks/results/surrogate.md:
 
 1. Env steps per second with a fixed scoring action, K = 64, on a contended (moderate)
-   load, and where the time of a step goes (by component).
+   load, for the compiled simulator and the Python reference side by side (same
+   episodes), against the target of 20,000 steps/s, and where the time of a step goes.
 2. Simulated seconds per second on a one-hour, ~5 req/s ShareGPT workload on the
-   llama7b_a100 profile under FCFS, with the closed-form fast path on and off.
+   llama7b_a100 profile under FCFS: compiled, and Python with its closed-form fast path
+   on and off.
 3. Cost per env step with 100 / 1,000 / 10,000 concurrent requests (K = 64), and cost
    per simulated iteration with a running batch of 100 / 1,000 / 10,000 requests.
 
@@ -30,6 +32,7 @@ from _report import RESULTS_DIR, header  # noqa: E402
 
 from andes_gym.envs.surrogate_env import SurrogateEnv  # noqa: E402
 from andes_gym.surrogate import SurrogateBackend, engine_profile_from_dict  # noqa: E402
+from andes_gym.surrogate.compiled import CompiledSurrogateBackend  # noqa: E402
 from andes_gym.workloads import (  # noqa: E402
     Workload,
     load_workload_config,
@@ -88,6 +91,10 @@ def cpu_steady(rate_scale: float) -> dict:
 
 
 # (label, workload, engine): contended but not collapsed (FCFS-like mean QoE ~0.75-0.97).
+# The issue's target for env steps per CPU second (K = 64, moderate load, one core).
+TARGET_STEPS_PER_S = 20_000
+SIMULATORS = ("compiled", "python")
+
 STEP_SCENARIOS = (
     ("Poisson 18 req/s, ShareGPT, 1000 requests", poisson_sharegpt(18.0, 1000), "llama7b_a100"),
     ("steady_poisson_cpu at 5x (300 req/s), 1000 requests", cpu_steady(5.0), "cpu_tiny"),
@@ -129,6 +136,20 @@ class ComponentTimer:
         self._saved.clear()
 
 
+def timed_episode(env, seed: int, targets: dict) -> tuple[dict[str, float], int]:
+    """One episode with the fixed action, `ComponentTimer(targets)` on (reset untimed)."""
+    action = fixed_action(env.action_space.shape[0])
+    env.reset(seed=seed)
+    steps = 0
+    with ComponentTimer(targets) as timer:
+        while True:
+            _, _, terminated, truncated, _ = env.step(action)
+            steps += 1
+            if terminated or truncated:
+                break
+    return timer.seconds, steps
+
+
 def step_components(env, seed: int) -> tuple[dict[str, float], int]:
     """Seconds per component over the steps of one episode (its reset untimed)."""
     from andes_gym.envs import scheduling_env
@@ -146,16 +167,33 @@ def step_components(env, seed: int) -> tuple[dict[str, float], int]:
         "scores": (SchedulingEnv, "_slot_scores_to_candidates"),
         "select": (scheduling_env, "select"),
     }
-    action = fixed_action(env.action_space.shape[0])
-    env.reset(seed=seed)
-    steps = 0
-    with ComponentTimer(targets) as timer:
-        while True:
-            _, _, terminated, truncated, _ = env.step(action)
-            steps += 1
-            if terminated or truncated:
-                break
-    return timer.seconds, steps
+    return timed_episode(env, seed, targets)
+
+
+def compiled_components(env, seed: int) -> tuple[dict[str, float], int]:
+    """Seconds in the compiled call and in the Python around it, over one episode."""
+    from andes_gym.envs.scheduling_env import SchedulingEnv
+
+    targets = {
+        "step": (SurrogateEnv, "step"),
+        "kernel": (CompiledSurrogateBackend, "step_slots"),
+        "transition": (SchedulingEnv, "_transition"),
+    }
+    return timed_episode(env, seed, targets)
+
+
+def compiled_component_rows(sec: dict[str, float], steps: int) -> list[str]:
+    parts = {
+        "compiled call (`step_slots`: selection, engine, observation, potential)": sec["kernel"],
+        "reward, episode end and info (`_transition`)": sec["transition"],
+    }
+    parts["action check and the rest of `step`"] = sec["step"] - sum(parts.values())
+    rows = [
+        f"| {label} | {1e6 * t / steps:,.1f} | {100 * t / sec['step']:.0f}% |"
+        for label, t in parts.items()
+    ]
+    rows.append(f"| **a step** | **{1e6 * sec['step'] / steps:,.1f}** | 100% |")
+    return rows
 
 
 def component_rows(sec: dict[str, float], steps: int, reset_s: float) -> list[str]:
@@ -195,34 +233,56 @@ def bench_steps() -> list[str]:
         "(max_num_seqs) are present, so every step there has 257+ candidates; the cpu_tiny "
         "row shows a smaller engine (48 sequences, 128 KV blocks). An episode's time "
         "includes its `reset`, which simulates the uncontested start of the episode "
-        "(before the first decision); the last column leaves it out.",
+        "(before the first decision); the last column leaves it out. Both simulators play "
+        "the same episode (same steps, same QoE); the speed-up is measured side by side in "
+        f"this run. Target: {TARGET_STEPS_PER_S:,} steps per CPU second.",
         "",
-        "| workload | engine | steps | candidates per step (mean / max) | mean QoE "
-        "| CPU s | wall s | steps/s (CPU) | steps/s (wall) | us per step (CPU) "
-        "| reset ms (CPU) | steps/s without reset (CPU) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | engine | simulator | steps | candidates per step (mean / max) "
+        "| mean QoE | CPU s | wall s | steps/s (CPU) | steps/s (wall) | us per step (CPU) "
+        "| reset ms (CPU) | steps/s without reset (CPU) | target | speed-up vs python (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    components = None
+    components = compiled_parts = None
     for label, workload, engine in STEP_SCENARIOS:
-        env = SurrogateEnv(workload=workload, engine=engine, k_slots=64)
-        play_fixed(env, seed=0, max_steps=50)  # warm up
-        with Clock() as c:
-            steps, cands, info = play_fixed(env, seed=0)
-        reset_cpu = min(_reset_cpu_s(env) for _ in range(3))
-        summary = info["qoe_summary"]
-        lines.append(
-            f"| {label} | {engine} | {steps} | {np.mean(cands):.0f} / {max(cands)} "
-            f"| {summary['mean_qoe']:.3f} | {c.cpu:.2f} | {c.wall:.2f} | {steps / c.cpu:,.0f} "
-            f"| {steps / c.wall:,.0f} | {1e6 * c.cpu / steps:.0f} | {1e3 * reset_cpu:.1f} "
-            f"| {steps / max(c.cpu - reset_cpu, 1e-9):,.0f} |"
-        )
-        if components is None:
-            sec, n = step_components(env, seed=0)
-            components = component_rows(sec, n, reset_cpu)
+        rows, rate = [], {}
+        for simulator in SIMULATORS:
+            env = SurrogateEnv(workload=workload, engine=engine, k_slots=64, simulator=simulator)
+            play_fixed(env, seed=0, max_steps=50)  # warm up (and compile, the first time)
+            with Clock() as c:
+                steps, cands, info = play_fixed(env, seed=0)
+            reset_cpu = min(_reset_cpu_s(env) for _ in range(3))
+            summary = info["qoe_summary"]
+            rate[simulator] = steps / c.cpu
+            met = "met" if rate[simulator] >= TARGET_STEPS_PER_S else "missed"
+            rows.append(
+                f"| {label} | {engine} | {simulator} | {steps} "
+                f"| {np.mean(cands):.0f} / {max(cands)} "
+                f"| {summary['mean_qoe']:.4f} | {c.cpu:.3f} | {c.wall:.3f} "
+                f"| {steps / c.cpu:,.0f} | {steps / c.wall:,.0f} | {1e6 * c.cpu / steps:.1f} "
+                f"| {1e3 * reset_cpu:.2f} | {steps / max(c.cpu - reset_cpu, 1e-9):,.0f} "
+                f"| {met} | SPEEDUP |"
+            )
+            if simulator == "python" and components is None:
+                sec, n = step_components(env, seed=0)
+                components = component_rows(sec, n, reset_cpu)
+            if simulator == "compiled" and compiled_parts is None:
+                compiled_parts = compiled_component_rows(*compiled_components(env, seed=0))
+        speedup = rate["compiled"] / rate["python"]
+        lines += [
+            row.replace("SPEEDUP", f"{speedup:.1f}x" if "| compiled |" in row else "1.0x")
+            for row in rows
+        ]
     lines += [
         "",
-        "Where the time goes in the first row (CPU time inside each part, measured with "
-        "wrappers on one more episode; microseconds per step):",
+        "Where the time goes in the first row, compiled (CPU time inside each part, "
+        "measured with wrappers on one more episode, about a microsecond each; "
+        "microseconds per step):",
+        "",
+        "| component | us per step | share of a step |",
+        "|---|---|---|",
+        *compiled_parts,
+        "",
+        "And in the Python reference:",
         "",
         "| component | us per step | share of a step |",
         "|---|---|---|",
@@ -275,15 +335,17 @@ def bench_hour(duration_s: float) -> list[str]:
     wl = hour_workload(duration_s)
     agent = fcfs_agent()
     rows = []
-    for fast_forward in (True, False):
-        env = SurrogateEnv(workload=wl, engine="llama7b_a100")
-        env.backend.fast_forward = fast_forward
+    for simulator, fast_forward in (("compiled", None), ("python", True), ("python", False)):
+        env = SurrogateEnv(workload=wl, engine="llama7b_a100", simulator=simulator)
+        if fast_forward is not None:
+            env.backend.fast_forward = fast_forward
         with Clock() as c:
             info = play_agent(env, agent, seed=0)
         sim_s = env.backend.now_s
         iters = env.backend.num_iterations
+        mode = {None: "-", True: "on", False: "off"}[fast_forward]
         rows.append(
-            f"| {'on' if fast_forward else 'off'} | {sim_s:,.0f} | {iters:,} | {c.cpu:.2f} "
+            f"| {simulator} | {mode} | {sim_s:,.0f} | {iters:,} | {c.cpu:.2f} "
             f"| {c.wall:.2f} | {sim_s / c.cpu:,.0f}x | {sim_s / c.wall:,.0f}x "
             f"| {iters / c.cpu:,.0f} | {info['qoe_summary']['mean_qoe']:.4f} |"
         )
@@ -292,13 +354,14 @@ def bench_hour(duration_s: float) -> list[str]:
         "",
         f"Poisson 5 req/s, ShareGPT lengths, reading targets, {len(wl):,} requests over "
         f"{wl.duration_s:,.0f} s; FCFS through `PolicyAgent` (here nothing is contested, so "
-        "the backend runs every decision itself). `fast_forward` switches the closed-form "
+        "the backend runs every decision itself). The compiled simulator runs every "
+        "iteration one by one; the Python one's `fast_forward` switches its closed-form "
         "segments (pure-decode stretches, finishes inside them, prefill heads) off to show "
-        "their effect.",
+        "their effect. Target: 1,000x real time.",
         "",
-        "| fast path | simulated s | iterations | CPU s | wall s | sim/CPU | sim/wall "
-        "| iterations per CPU s | mean QoE |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| simulator | fast path | simulated s | iterations | CPU s | wall s | sim/CPU "
+        "| sim/wall | iterations per CPU s | mean QoE |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]
@@ -325,22 +388,30 @@ def bench_scaling_steps(sizes: list[int], steps: int) -> list[str]:
         f"a decision); the first {steps} decisions are timed (every request is a candidate; "
         "at most 256 run).",
         "",
-        "| concurrent requests | us per step (CPU) | ratio to 100 |",
-        "|---|---|---|",
+        "| concurrent requests | us per step, compiled (CPU) | ratio to 100 "
+        "| us per step, python (CPU) | ratio to 100 |",
+        "|---|---|---|---|---|",
     ]
-    base = None
+    base = {}
     for n in sizes:
-        env = SurrogateEnv(
-            workload=burst_workload(n), engine="llama7b_a100", k_slots=64, skip_uncontested=False
-        )
-        env.reset(seed=0)
-        action = fixed_action(64)
-        with Clock() as c:
-            for _ in range(steps):
-                env.step(action)
-        us = 1e6 * c.cpu / steps
-        base = base or us
-        lines.append(f"| {n:,} | {us:,.0f} | {us / base:.1f} |")
+        cells = []
+        for simulator in SIMULATORS:
+            env = SurrogateEnv(
+                workload=burst_workload(n),
+                engine="llama7b_a100",
+                k_slots=64,
+                skip_uncontested=False,
+                simulator=simulator,
+            )
+            env.reset(seed=0)
+            action = fixed_action(64)
+            with Clock() as c:
+                for _ in range(steps):
+                    env.step(action)
+            us = 1e6 * c.cpu / steps
+            base.setdefault(simulator, us)
+            cells.append(f"{us:,.1f} | {us / base[simulator]:.1f}")
+        lines.append(f"| {n:,} | {cells[0]} | {cells[1]} |")
     lines.append("")
     return lines
 
@@ -366,6 +437,15 @@ def big_engine(batch: int) -> dict:
     )
 
 
+def run_burst(backend, n: int) -> float:
+    """CPU seconds for `backend` to run a burst of n requests to the end by itself."""
+    backend.skip_uncontested = True
+    backend.start(burst_workload(n), 0)
+    with Clock() as c:
+        assert backend.next_decision() is None
+    return c.cpu
+
+
 def bench_scaling_batch(sizes: list[int]) -> list[str]:
     lines = [
         "### 3b. Cost per simulated iteration vs running batch (backend only)",
@@ -373,32 +453,36 @@ def bench_scaling_batch(sizes: list[int]) -> list[str]:
         "A wide engine (max_num_seqs = batch, KV for everyone) runs all requests of a "
         "burst at once until they finish; uncontested, so the backend decides itself.",
         "",
-        "| running batch | iterations | us per iteration, fast path off (CPU) | ratio "
-        "| us per iteration, fast path on (CPU) | ratio | us per 1,000 tokens, fast path on |",
-        "|---|---|---|---|---|---|---|",
+        "| running batch | iterations | us per iteration, python, fast path off (CPU) "
+        "| ratio | us per iteration, python, fast path on (CPU) | ratio "
+        "| us per iteration, compiled (CPU) | ratio | us per 1,000 tokens, compiled |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     base = {}
+    run_burst(CompiledSurrogateBackend(big_engine(10)), 10)  # loads the compiled kernels
     for n in sizes:
         cells = []
-        for fast_forward in (False, True):
-            backend = SurrogateBackend(big_engine(n), fast_forward=fast_forward)
-            backend.skip_uncontested = True
-            backend.start(burst_workload(n), 0)
-            with Clock() as c:
-                assert backend.next_decision() is None
-            us = 1e6 * c.cpu / backend.num_iterations
+        for fast_forward in (False, True, None):
+            if fast_forward is None:
+                backend = CompiledSurrogateBackend(big_engine(n))
+            else:
+                backend = SurrogateBackend(big_engine(n), fast_forward=fast_forward)
+            cpu_s = run_burst(backend, n)
+            us = 1e6 * cpu_s / backend.num_iterations
             base.setdefault(fast_forward, us)
             cells.append(f"{us:,.1f} | {us / base[fast_forward]:.1f}")
-        per_k_tokens = 1e9 * c.cpu / backend.generated_tokens.sum()
+        per_k_tokens = 1e9 * cpu_s / backend.generated_tokens.sum()
         lines.append(
-            f"| {n:,} | {backend.num_iterations:,} | {cells[0]} | {cells[1]} "
+            f"| {n:,} | {backend.num_iterations:,} | {cells[0]} | {cells[1]} | {cells[2]} "
             f"| {per_k_tokens:,.0f} |"
         )
     lines += [
         "",
-        "With the fast path a whole segment costs a few dozen numpy calls whatever its "
-        "length, and each request's tokens go to the QoE tracker in one call when it "
-        "finishes, so the cost follows the number of requests and tokens, not iterations.",
+        "With the Python fast path a whole segment costs a few dozen numpy calls whatever "
+        "its length, and each request's tokens go to the QoE tracker in one call when it "
+        "finishes, so the cost follows the number of requests and tokens, not iterations. "
+        "The compiled simulator iterates one by one at a few nanoseconds per request and "
+        "iteration, linear in the batch.",
         "",
     ]
     return lines

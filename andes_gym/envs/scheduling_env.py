@@ -100,7 +100,7 @@ class SchedulingEnv(gym.Env):
             self._final_pending = False
             return self._transition()
         scores = self._slot_scores_to_candidates(action)
-        candidates, capacity, _ = self._ctx
+        candidates, capacity, _ = self.decision_context
         return self._apply(select(scores, candidates, capacity))
 
     def step_decision(self, decision: Decision | None):
@@ -125,7 +125,7 @@ class SchedulingEnv(gym.Env):
             return self._transition()
         if decision is None:
             raise InvalidDecision("a decision is required at a pending decision point")
-        candidates, capacity, _ = self._ctx
+        candidates, capacity, _ = self.decision_context
         check_decision(decision, candidates, capacity)
         return self._apply(decision)
 
@@ -135,9 +135,11 @@ class SchedulingEnv(gym.Env):
         self._advance()
         return self._transition()
 
-    def _transition(self):
-        """Reward, episode end and info after the backend reached its next decision point."""
-        potential = self._potential_now()
+    def _transition(self, potential: float | None = None):
+        """Reward, episode end and info after the backend reached its next decision point
+        (`potential`: the reward potential now, when the caller has it already)."""
+        if potential is None:
+            potential = self._potential_now()
         reward = (potential - self._potential) / max(len(self.workload), 1)
         self._potential = potential
         done = self._ctx is None
@@ -205,7 +207,7 @@ class SchedulingEnv(gym.Env):
 
     def _slot_scores_to_candidates(self, action) -> np.ndarray:
         arr = self._check_action(action)
-        candidates, _, slot_idx = self._ctx
+        candidates, _, slot_idx = self.decision_context
         return scores_from_slots(arr, slot_idx, len(candidates), candidates.arrival_s)
 
     def _advance(self) -> None:
@@ -261,12 +263,17 @@ class SchedulingEnv(gym.Env):
             return self._final_sum
         return self._final_sum + float(q[len(idx) :].sum())
 
-    def _step_info(self) -> dict:
+    def _decision_counts(self) -> tuple[int, int]:
+        """(candidates, running candidates) of the pending decision point (0, 0 if none)."""
         ctx = self._ctx
+        return (0, 0) if ctx is None else (len(ctx[0]), ctx[0].num_running)
+
+    def _step_info(self) -> dict:
+        num_candidates, num_running = self._decision_counts()
         return {
             "now_s": self.backend.now_s,
-            "num_candidates": 0 if ctx is None else len(ctx[0]),
-            "num_running": 0 if ctx is None else ctx[0].num_running,
+            "num_candidates": num_candidates,
+            "num_running": num_running,
         }
 
 

@@ -11,6 +11,13 @@ from andes_gym.envs.scheduling_env import SchedulingEnv
 from andes_gym.surrogate.profile import EngineProfile, load_engine_profile
 from andes_gym.surrogate.simulator import SurrogateBackend
 
+SIMULATORS = ("auto", "compiled", "python")
+
+
+class _PendingDecision:
+    """Marks a decision point of the compiled engine whose candidates are not built yet
+    (they are built when `decision_context` is read)."""
+
 
 class SurrogateEnv(SchedulingEnv):
     """
@@ -149,6 +156,12 @@ class SurrogateEnv(SchedulingEnv):
     - `time_limit_s`: truncate at this engine time, seconds (None: run to the end).
     - `render_mode`: `"ansi"` (text summary) or `"rgb_array"` (expected vs actual token
       curves of a few requests; records every token's time). Default None.
+    - `simulator`: `"compiled"` (the engine and the whole step compiled with numba,
+      `andes_gym.surrogate.compiled`), `"python"` (the reference implementation,
+      `SurrogateBackend`; needed for `"rgb_array"` rendering), or `"auto"` (compiled
+      unless rendering token curves). Both give the same episodes (observations and
+      rewards agree to about 1e-12; tested side by side); the compiled one is several
+      times faster per step. Default `"auto"`.
 
     Configuration files are read once, at construction; `reset` never touches disk.
 
@@ -172,7 +185,18 @@ class SurrogateEnv(SchedulingEnv):
         skip_uncontested: bool = True,
         time_limit_s: float | None = None,
         render_mode: str | None = None,
+        simulator: str = "auto",
     ) -> None:
+        if simulator not in SIMULATORS:
+            raise ValueError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
+        if simulator == "compiled" and render_mode == "rgb_array":
+            raise ValueError(
+                'render_mode="rgb_array" needs every token\'s time, which only '
+                'simulator="python" records'
+            )
+        if simulator == "auto":
+            simulator = "python" if render_mode == "rgb_array" else "compiled"
+        self.simulator = simulator
         self.engine_profile = load_engine_profile(engine)
         decision_config = DecisionConfig(
             lookahead_s=lookahead_s,
@@ -180,19 +204,73 @@ class SurrogateEnv(SchedulingEnv):
             oracle=oracle,
             iters_per_decision=iters_per_decision,
         )
-        backend = SurrogateBackend(
-            self.engine_profile,
-            decision_config,
-            record_token_times=render_mode == "rgb_array",
+        feature_spec = FeatureSpec(
+            k_slots=resolve_k_slots(k_slots, self.engine_profile.limits.max_num_seqs),
+            oracle=oracle,
         )
+        if simulator == "compiled":
+            from andes_gym.surrogate.compiled import CompiledSurrogateBackend
+
+            backend = CompiledSurrogateBackend(
+                self.engine_profile, decision_config, k_slots=feature_spec.k_slots
+            )
+        else:
+            backend = SurrogateBackend(
+                self.engine_profile,
+                decision_config,
+                record_token_times=render_mode == "rgb_array",
+            )
         super().__init__(
             backend=backend,
             workload_source=workload_source(workload),
-            feature_spec=FeatureSpec(
-                k_slots=resolve_k_slots(k_slots, self.engine_profile.limits.max_num_seqs),
-                oracle=oracle,
-            ),
+            feature_spec=feature_spec,
             skip_uncontested=skip_uncontested,
             time_limit_s=time_limit_s,
             render_mode=render_mode,
         )
+
+    # ------------------------------------------------ the compiled engine's fast path
+    @property
+    def _compiled(self) -> bool:
+        return self.simulator == "compiled"
+
+    @property
+    def decision_context(self):
+        if isinstance(self._ctx, _PendingDecision):
+            candidates, capacity = self.backend.decision_candidates()
+            self._ctx = (candidates, capacity, self.backend.slot_indices())
+        return self._ctx
+
+    def step(self, action):
+        if not self._compiled or self._ctx is None:
+            return super().step(action)
+        # One compiled call: selection, the engine to the next decision point, its
+        # observation and the reward potential.
+        scores = self._check_action(action)
+        pending, potential = self.backend.step_slots(scores, self._obs)
+        self._num_steps += 1
+        self._set_pending(pending)
+        return self._transition(potential)
+
+    def _advance(self) -> None:
+        if not self._compiled:
+            super()._advance()
+            return
+        self._set_pending(self.backend.advance_and_observe(self._obs))
+
+    def _set_pending(self, pending: bool) -> None:
+        if pending:
+            self._ctx = _PendingDecision()
+        else:
+            self._ctx = None
+            self._obs[:] = 0.0
+
+    def _potential_now(self) -> float:
+        if not self._compiled:
+            return super()._potential_now()
+        return self.backend.potential()
+
+    def _decision_counts(self) -> tuple[int, int]:
+        if not self._compiled:
+            return super()._decision_counts()
+        return self.backend.decision_counts()

@@ -1,0 +1,5 @@
+"""The surrogate engine compiled with numba (see `backend.CompiledSurrogateBackend`)."""
+
+from andes_gym.surrogate.compiled.backend import CompiledSurrogateBackend
+
+__all__ = ["CompiledSurrogateBackend"]

@@ -1,0 +1,294 @@
+"""The compiled surrogate (`simulator="compiled"`) against the Python reference, side by side.
+
+Both engines play the same episodes with the same actions; observations, rewards, episode
+ends and the final metrics must agree (observations exactly, rewards to rounding), over
+the engine features that change trajectories: both latency models, overhead terms, swap
+preemption, several iterations per decision, every decision asked, the oracle feature,
+each QoE variant, truncation, and solver policies deciding on candidates.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import yaml
+from surrogate_support import TINY_LINEAR_PROFILE
+
+from andes_gym.agents.adapter import PolicyAgent
+from andes_gym.agents.registry import make_policy
+from andes_gym.envs.surrogate_env import SurrogateEnv
+from andes_gym.paths import CONFIG_ROOT
+from andes_gym.surrogate import engine_profile_from_dict, load_engine_profile
+from andes_gym.surrogate.compiled import CompiledSurrogateBackend
+
+
+def contended(n: int = 120, rate_rps: float = 400.0, max_output: int = 160) -> dict:
+    return {
+        "name": "contended",
+        "num_requests": n,
+        "arrivals": {"kind": "gamma", "rate_rps": rate_rps, "cv": 3.0},
+        "lengths": {
+            "kind": "sharegpt",
+            "scale": 0.2,
+            "max_prompt_tokens": 200,
+            "max_output_tokens": max_output,
+        },
+        "targets": {"kind": "reading", "time_scale": 0.02},
+    }
+
+
+def profile_with(name: str, **sections) -> dict:
+    data = yaml.safe_load((CONFIG_ROOT / "engines" / f"{name}.yaml").read_text())
+    for section, fields in sections.items():
+        data.setdefault(section, {}).update(fields)
+    return data
+
+
+def tiny(**sections) -> dict:
+    data = copy.deepcopy(TINY_LINEAR_PROFILE)
+    data["limits"].update(max_model_len=512)
+    data["kv"].update(num_blocks=64)
+    for section, fields in sections.items():
+        data.setdefault(section, {}).update(fields)
+    return data
+
+
+SMALL_A100 = profile_with("llama7b_a100", kv={"num_blocks": 60}, limits={"max_num_seqs": 24})
+
+# (id, env kwargs); each runs with random slot scores and with fixed ones.
+SCENARIOS = [
+    ("cpu_tiny", {"engine": "cpu_tiny", "workload": contended()}),
+    ("fitted_overheads", {"engine": "cpu_tiny_fitted", "workload": contended()}),
+    (
+        "per_candidate_overhead",
+        {
+            "engine": profile_with(
+                "cpu_tiny", overhead={"per_candidate_s": 2e-5, "per_prefill_seq_s": 1e-4}
+            ),
+            "workload": contended(),
+        },
+    ),
+    ("roofline", {"engine": SMALL_A100, "workload": contended(rate_rps=2000.0)}),
+    (
+        "swap",
+        {
+            "engine": tiny(
+                kv={"num_blocks": 128, "kv_bytes_per_token": 1000},
+                preemption={"mode": "swap", "swap_bw_gb_s": 0.001},
+            ),
+            "workload": contended(n=60, max_output=100),
+        },
+    ),
+    (
+        "iters_per_decision",
+        {"engine": "cpu_tiny", "workload": contended(), "iters_per_decision": 3},
+    ),
+    ("every_decision", {"engine": "cpu_tiny", "workload": contended(), "skip_uncontested": False}),
+    ("oracle", {"engine": "cpu_tiny", "workload": contended(), "oracle": True}),
+    ("delay_fixed", {"engine": "cpu_tiny", "workload": contended(), "qoe_variant": "delay_fixed"}),
+    ("area", {"engine": "cpu_tiny", "workload": contended(), "qoe_variant": "area"}),
+    ("truncated", {"engine": "cpu_tiny", "workload": contended(), "time_limit_s": 0.4}),
+    ("k_below_batch", {"engine": "cpu_tiny", "workload": contended(), "k_slots": 8}),
+]
+
+
+def rollout(env, seed: int, actions: str, max_steps: int = 5000):
+    rng = np.random.default_rng(seed)
+    k = env.action_space.shape[0]
+    obs, info = env.reset(seed=seed)
+    observations, rewards, infos = [obs], [], [info]
+    for _ in range(max_steps):
+        if actions == "random":
+            action = rng.uniform(-1, 1, k).astype(np.float32)
+        else:
+            action = np.linspace(1.0, -1.0, k).astype(np.float32)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        rewards.append(reward)
+        infos.append(info)
+        if terminated or truncated:
+            return np.array(observations), np.array(rewards), infos, (terminated, truncated)
+    raise AssertionError("episode did not end")
+
+
+def step_both_to_the_end(a, b, rng) -> None:
+    """Steps two environments with the same random actions until the episode ends,
+    asserting identical transitions."""
+    k = a.action_space.shape[0]
+    while True:
+        action = rng.uniform(-1, 1, k).astype(np.float32)
+        ta, tb = a.step(action), b.step(action)
+        np.testing.assert_array_equal(ta[0], tb[0])
+        assert ta[1:4] == tb[1:4]
+        if ta[2] or ta[3]:
+            return
+
+
+def assert_same_episode(a, b) -> None:
+    obs_a, rew_a, infos_a, end_a = a
+    obs_b, rew_b, infos_b, end_b = b
+    assert len(rew_a) == len(rew_b), "different numbers of decisions"
+    assert end_a == end_b
+    np.testing.assert_array_equal(obs_a, obs_b)
+    np.testing.assert_allclose(rew_a, rew_b, rtol=0, atol=1e-12)
+    for ia, ib in zip(infos_a, infos_b, strict=True):
+        assert ia["num_candidates"] == ib["num_candidates"]
+        assert ia["num_running"] == ib["num_running"]
+        assert ia["now_s"] == pytest.approx(ib["now_s"], rel=1e-12)
+    last_a, last_b = infos_a[-1], infos_b[-1]
+    for name, value in last_a["qoe_summary"].items():
+        assert value == pytest.approx(last_b["qoe_summary"][name], rel=1e-9, abs=1e-12), name
+    for name, value in last_a["request_metrics"].items():
+        other = last_b["request_metrics"][name]
+        if np.asarray(value).dtype.kind == "f":
+            np.testing.assert_allclose(value, other, rtol=1e-9, atol=1e-12, err_msg=name)
+        else:
+            np.testing.assert_array_equal(value, other, err_msg=name)
+
+
+@pytest.mark.parametrize("actions", ["random", "fixed"])
+@pytest.mark.parametrize("kwargs", [s[1] for s in SCENARIOS], ids=[s[0] for s in SCENARIOS])
+def test_compiled_plays_the_same_episodes_as_python(kwargs, actions):
+    episodes = []
+    for simulator in ("compiled", "python"):
+        env = SurrogateEnv(simulator=simulator, **kwargs)
+        assert env.simulator == simulator
+        episodes.append(rollout(env, seed=5, actions=actions))
+    assert_same_episode(*episodes)
+    # The scenario is contested (or there would be nothing to compare).
+    assert len(episodes[0][1]) > 5
+
+
+def test_scenarios_exercise_preemption_and_truncation():
+    preempted = {}
+    for name, kwargs in SCENARIOS:
+        env = SurrogateEnv(simulator="compiled", **kwargs)
+        *_, infos, end = rollout(env, seed=5, actions="random")
+        preempted[name] = int(np.sum(infos[-1]["request_metrics"]["num_preemptions"]))
+        if name == "truncated":
+            assert end == (False, True)
+    assert preempted["swap"] > 0 and preempted["cpu_tiny"] > 0 and preempted["roofline"] > 0
+
+
+@pytest.mark.parametrize("policy", ["andes", "lqf", "fcfs"])
+def test_policies_deciding_on_candidates_agree(policy):
+    """Solver and scoring baselines read `decision_context` and step with decisions."""
+    results = []
+    for simulator in ("compiled", "python"):
+        env = SurrogateEnv(engine="cpu_tiny_fitted", workload=contended(), simulator=simulator)
+        agent = PolicyAgent(make_policy(policy))
+        obs, _ = env.reset(seed=2)
+        agent.reset(2)
+        rewards = []
+        while True:
+            obs, reward, terminated, truncated, info = agent.step(env, obs)
+            rewards.append(reward)
+            if terminated or truncated:
+                break
+        results.append((np.array(rewards), info))
+    (rew_c, info_c), (rew_p, info_p) = results
+    assert len(rew_c) == len(rew_p) > 5
+    np.testing.assert_allclose(rew_c, rew_p, atol=1e-12)
+    assert info_c["qoe_summary"]["mean_qoe"] == pytest.approx(
+        info_p["qoe_summary"]["mean_qoe"], rel=1e-12
+    )
+
+
+def test_reading_candidates_midway_changes_nothing():
+    """Building the candidates of a decision point (an adapter looking) is side-effect free."""
+    kwargs = {"engine": "cpu_tiny", "workload": contended()}
+    plain, looked = SurrogateEnv(**kwargs), SurrogateEnv(**kwargs)
+    assert plain.simulator == looked.simulator == "compiled"
+    rng = np.random.default_rng(0)
+    plain.reset(seed=1)
+    looked.reset(seed=1)
+    k = plain.action_space.shape[0]
+    for _ in range(20):  # look at the candidates of the first 20 decisions
+        cands, _, slot_idx = looked.decision_context
+        assert len(cands) == looked._step_info()["num_candidates"]
+        assert len(slot_idx) == min(len(cands), k)
+        action = rng.uniform(-1, 1, k).astype(np.float32)
+        a, b = plain.step(action), looked.step(action)
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:4] == b[1:4]
+    step_both_to_the_end(plain, looked, rng)
+
+
+def test_pickled_compiled_env_continues_identically():
+    env = SurrogateEnv(engine="cpu_tiny", workload=contended())
+    rng = np.random.default_rng(0)
+    k = env.action_space.shape[0]
+    env.reset(seed=3)
+    for _ in range(10):
+        env.step(rng.uniform(-1, 1, k).astype(np.float32))
+    clone = pickle.loads(pickle.dumps(env))
+    assert clone.backend._gen.base is clone.backend.tracker._num_tokens
+    step_both_to_the_end(env, clone, rng)
+    assert (
+        env.backend.tracker.state.sum_delay_s.sum() == clone.backend.tracker.state.sum_delay_s.sum()
+    )
+
+
+def test_backend_matches_python_backend_decision_by_decision():
+    """`CompiledSurrogateBackend` through the EngineBackend contract, as a hook would use it."""
+    from andes_gym.core.selection import select
+    from andes_gym.surrogate import SurrogateBackend
+    from andes_gym.workloads import make_workload, workload_config_from_dict
+
+    wl = make_workload(workload_config_from_dict(contended()), 4)
+    profile = load_engine_profile("cpu_tiny")
+    backends = [CompiledSurrogateBackend(profile), SurrogateBackend(profile)]
+    for b in backends:
+        b.start(wl, 4)
+    steps = 0
+    while True:
+        ctxs = [b.next_decision() for b in backends]
+        if ctxs[0] is None or ctxs[1] is None:
+            assert ctxs[0] is None and ctxs[1] is None
+            break
+        (cc, capc), (cp, capp) = ctxs
+        np.testing.assert_array_equal(cc.request_id, cp.request_id)
+        np.testing.assert_array_equal(cc.kv_blocks_needed, cp.kv_blocks_needed)
+        np.testing.assert_allclose(cc.q_serve, cp.q_serve, atol=1e-12)
+        np.testing.assert_allclose(capc.iter_latency_s, capp.iter_latency_s, rtol=1e-15)
+        decision = select(-cc.qoe_now, cc, capc)  # least QoE first: preempts often
+        for b in backends:
+            b.apply(decision)
+        np.testing.assert_array_equal(backends[0].status, backends[1].status)
+        np.testing.assert_array_equal(backends[0].generated_tokens, backends[1].generated_tokens)
+        assert backends[0].kv_blocks_used == backends[1].kv_blocks_used
+        steps += 1
+    assert steps > 5
+    assert backends[0].num_iterations == backends[1].num_iterations
+    assert backends[0].num_preemptions.sum() == backends[1].num_preemptions.sum() > 0
+
+
+def test_compiled_engine_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="simulator must be one of"):
+        SurrogateEnv(simulator="numba")
+    with pytest.raises(ValueError, match="rgb_array"):
+        SurrogateEnv(simulator="compiled", render_mode="rgb_array")
+    assert SurrogateEnv(render_mode="rgb_array").simulator == "python"  # auto picks python
+    backend = CompiledSurrogateBackend(engine_profile_from_dict(tiny()))
+    backend.on_iteration = lambda b: None
+    with pytest.raises(ValueError, match="on_iteration"):
+        backend.next_decision()
+    with pytest.raises(RuntimeError, match="pending decision point"):
+        CompiledSurrogateBackend(engine_profile_from_dict(tiny())).apply(None)
+
+
+@pytest.mark.vllm
+def test_live_engine_starts_after_the_compiled_surrogate_ran(request, vllm_available):
+    """vLLM's start-up scan of every loaded module trips over llvmlite (loaded by numba)
+    unless the engine bridge shields it: a process that trains on the compiled surrogate
+    and then serves (or compares on the live engine) must be able to start vLLM."""
+    import sys
+
+    env = SurrogateEnv(engine="cpu_tiny", workload=contended(), simulator="compiled")
+    env.reset(seed=0)
+    assert "llvmlite.binding.ffi" in sys.modules
+    handle = request.getfixturevalue("vllm_engine")  # created now unless an earlier test did
+    assert not handle.closed
