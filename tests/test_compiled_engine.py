@@ -19,6 +19,7 @@ from surrogate_support import TINY_LINEAR_PROFILE
 
 from andes_gym.agents.adapter import PolicyAgent
 from andes_gym.agents.registry import make_policy
+from andes_gym.core.features import SLOT_FEATURES, FeatureSpec
 from andes_gym.envs.surrogate_env import SurrogateEnv
 from andes_gym.paths import CONFIG_ROOT
 from andes_gym.surrogate import engine_profile_from_dict, load_engine_profile
@@ -278,6 +279,13 @@ def test_compiled_engine_refuses_what_it_cannot_do():
         backend.next_decision()
     with pytest.raises(RuntimeError, match="pending decision point"):
         CompiledSurrogateBackend(engine_profile_from_dict(tiny())).apply(None)
+    renamed = FeatureSpec(slot_features=("is_running_renamed", *SLOT_FEATURES[1:]))
+    with pytest.raises(ValueError, match="feature set"):
+        CompiledSurrogateBackend(engine_profile_from_dict(tiny()), feature_spec=renamed)
+    with pytest.raises(ValueError, match="feature set"):
+        CompiledSurrogateBackend(
+            load_engine_profile("cpu_tiny"), feature_spec=FeatureSpec(version=2)
+        )
 
 
 @pytest.mark.vllm

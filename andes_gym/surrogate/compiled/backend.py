@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from andes_gym.core.candidates import Candidates, Capacity
+from andes_gym.core.features import FeatureSpec
 from andes_gym.core.selection import Decision
 from andes_gym.envs.backend import DecisionConfig
 from andes_gym.qoe import VARIANTS
@@ -30,6 +31,7 @@ from andes_gym.surrogate.compiled.kernels import (
     B_DONE,
     B_SELECTED,
     B_SWAPPED,
+    FEATURE_SET,
     LATENCY_LINEAR,
     LATENCY_ROOFLINE,
     NUM_BOOL_ROWS,
@@ -93,6 +95,18 @@ from andes_gym.surrogate.simulator import SurrogateBackend
 from andes_gym.workloads.spec import Workload
 
 
+def check_feature_set(spec: FeatureSpec) -> None:
+    """Raises if `spec` is not the feature set the kernels' `observe` implements."""
+    have = (spec.name, spec.version, tuple(spec.slot_features), tuple(spec.global_features))
+    if have != FEATURE_SET:
+        raise ValueError(
+            f"the compiled surrogate observes feature set {FEATURE_SET[0]!r} v{FEATURE_SET[1]}, "
+            f"the environment asks for {spec.name!r} v{spec.version} (or other feature "
+            "names): update andes_gym/surrogate/compiled/kernels.py (observe) with "
+            "andes_gym/core/features.py, or use simulator='python'"
+        )
+
+
 def _latency_coefficients(model) -> tuple[int, tuple[float, ...]]:
     if isinstance(model, LinearLatencyModel):
         return LATENCY_LINEAR, (model._base, model._a, model._a2, model._b, model._c)
@@ -117,16 +131,24 @@ class CompiledSurrogateBackend(SurrogateBackend):
     Args:
         profile: The engine profile (loaded).
         decision_config: Look-ahead, QoE variant, oracle flag, iterations per decision.
-        k_slots: Slots of the observation `step_slots` and `advance_and_observe` write
-            (an environment sets it from its feature spec).
+        feature_spec: The observation `step_slots` and `advance_and_observe` write (its
+            K; the oracle feature follows `decision_config.oracle`). Default: K = 64.
+
+    Raises:
+        ValueError: If the feature spec is not the feature set the kernels implement.
     """
 
     def __init__(
         self,
         profile: EngineProfile,
         decision_config: DecisionConfig | None = None,
-        k_slots: int = 64,
+        feature_spec: FeatureSpec | None = None,
     ) -> None:
+        feature_spec = feature_spec or FeatureSpec(
+            oracle=bool(decision_config and decision_config.oracle)
+        )
+        check_feature_set(feature_spec)
+        k_slots = feature_spec.k_slots
         super().__init__(profile, decision_config)
         cfg = self.decision_config
         kind, coefficients = _latency_coefficients(self.latency)
@@ -154,16 +176,6 @@ class CompiledSurrogateBackend(SurrogateBackend):
         pf[PF_DECISION_S] = ov.decision_s
         pf[PF_PER_CANDIDATE_S] = ov.per_candidate_s
         self._pi, self._pf = pi, pf
-
-    @property
-    def k_slots(self) -> int:
-        return int(self._pi[P_K_SLOTS])
-
-    @k_slots.setter
-    def k_slots(self, k: int) -> None:
-        if k < 1:
-            raise ValueError(f"k_slots must be >= 1, got {k}")
-        self._pi[P_K_SLOTS] = k
 
     # ------------------------------------------------------------------ lifecycle
     # The per-request arrays the parent's code reads: views into the kernels' state.

@@ -638,8 +638,40 @@ def apply_selected(ints, flags, qf, gen, sti, stf, pi, pf):
 
 # ================================================================ 4. environment
 
-NUM_SLOT_FEATURES = 15  # andes_gym.core.features.SLOT_FEATURES
-NUM_GLOBAL_FEATURES = 7  # andes_gym.core.features.GLOBAL_FEATURES
+# The feature set `observe` below implements (andes_gym.core.features); the backend
+# refuses to run when that module describes another one.
+FEATURE_SET = (
+    "andes_gym.slots",
+    1,
+    (
+        "is_running",
+        "log_age_over_ttft",
+        "log_tokens_delivered",
+        "lag_over_ttft",
+        "log_buffer_tokens",
+        "qoe_now",
+        "q_serve",
+        "q_wait",
+        "q_gain_x10",
+        "log_prompt_tokens",
+        "kv_needed_frac",
+        "kv_held_frac",
+        "tds_x_latency",
+        "preemptions",
+        "log_remaining_oracle",
+    ),
+    (
+        "kv_used_frac",
+        "kv_demand_frac",
+        "running_frac",
+        "log_waiting",
+        "overflow_frac",
+        "latency_growth",
+        "max_tds_x_latency",
+    ),
+)
+NUM_SLOT_FEATURES = len(FEATURE_SET[2])
+NUM_GLOBAL_FEATURES = len(FEATURE_SET[3])
 OBS_BOUND = 10.0  # andes_gym.core.features.OBS_BOUND
 
 
