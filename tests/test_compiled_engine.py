@@ -25,6 +25,9 @@ from andes_gym.paths import CONFIG_ROOT
 from andes_gym.surrogate import engine_profile_from_dict, load_engine_profile
 from andes_gym.surrogate.compiled import CompiledSurrogateBackend
 
+# Small K on purpose in some cases (the environment warns that waiting requests can hide).
+pytestmark = pytest.mark.filterwarnings("ignore:k_slots=.* is below")
+
 
 def contended(n: int = 120, rate_rps: float = 400.0, max_output: int = 160) -> dict:
     return {
@@ -300,3 +303,50 @@ def test_live_engine_starts_after_the_compiled_surrogate_ran(request, vllm_avail
     assert "llvmlite.binding.ffi" in sys.modules
     handle = request.getfixturevalue("vllm_engine")  # created now unless an earlier test did
     assert not handle.closed
+
+
+def random_engine(rng) -> dict:
+    """A small engine with random limits: chunked prefill, tight budgets, odd block sizes."""
+    block_size = int(rng.choice([1, 3, 4, 16]))
+    max_num_seqs = int(rng.integers(1, 12))
+    return tiny(
+        kv={
+            "num_blocks": int(rng.integers(600 // block_size, 1200 // block_size)) + 2,
+            "block_size": block_size,
+        },
+        limits={
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": int(rng.integers(max_num_seqs, 4 * max_num_seqs + 64)),
+            "max_model_len": 600,
+        },
+        latency={
+            "base_s": 0.002,
+            "per_prefill_token_s": 5e-5,
+            "per_decode_seq_s": 2e-4,
+            "per_context_token_s": 1e-6,
+        },
+        overhead={
+            "per_request_s": float(rng.choice([0.0, 1e-4])),
+            "decision_s": float(rng.choice([0.0, 5e-4])),
+        },
+    )
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_random_engines_play_the_same_episodes(case):
+    rng = np.random.default_rng(100 + case)
+    kwargs = {
+        "engine": random_engine(rng),
+        "workload": contended(
+            n=int(rng.integers(20, 60)), rate_rps=float(rng.uniform(50, 800)), max_output=100
+        ),
+        "k_slots": int(rng.integers(1, 20)),
+        "iters_per_decision": int(rng.integers(1, 4)),
+        "skip_uncontested": bool(rng.integers(0, 2)),
+        # Random scores can thrash forever (preempt every prefill before it completes).
+        "time_limit_s": 20.0,
+    }
+    envs = [SurrogateEnv(simulator=s, **kwargs) for s in ("compiled", "python")]
+    assert_same_episode(
+        *(rollout(env, seed=case, actions="random", max_steps=50_000) for env in envs)
+    )
