@@ -121,6 +121,34 @@ def _latency_coefficients(model) -> tuple[int, tuple[float, ...]]:
     raise TypeError(f"the compiled engine has no kernel for latency model {type(model).__name__}")
 
 
+_KERNELS_LOADED = False
+
+
+def _load_kernels(obs_dim: int) -> None:
+    """Loads (or, the first time on a machine, compiles) every kernel entry point once per
+    process, on an empty episode, so that `reset` and `step` never wait for numba's disk
+    cache or compiler (construction may read files; reset must not)."""
+    global _KERNELS_LOADED
+    if _KERNELS_LOADED:
+        return
+    ints = np.zeros((NUM_INT_ROWS, 1), dtype=np.int64)
+    flags = np.zeros((NUM_BOOL_ROWS, 1), dtype=bool)
+    qf = np.full((9, 1), np.nan)
+    gen = np.zeros(1, dtype=np.int64)
+    sti = np.zeros(NUM_INT_STATE, dtype=np.int64)  # n = 0: every entry returns at once
+    stf = np.zeros(NUM_FLOAT_STATE)
+    pi = np.zeros(NUM_INT_PARAMS, dtype=np.int64)
+    pf = np.zeros(NUM_FLOAT_PARAMS)
+    obs = np.zeros(obs_dim, dtype=np.float32)
+    state = (ints, flags, qf, gen, sti, stf, pi, pf)
+    ek.advance(*state)
+    ek.apply_selected(*state)
+    vk.advance_and_observe(*state, obs)
+    vk.step_slots(*state, obs, np.zeros(1), np.zeros(1))
+    vk.potential(*state[:7])
+    _KERNELS_LOADED = True
+
+
 def _int_state(slot: int):
     return property(lambda self: int(self._sti[slot]))
 
@@ -176,6 +204,7 @@ class CompiledSurrogateBackend(SurrogateBackend):
         pf[PF_DECISION_S] = ov.decision_s
         pf[PF_PER_CANDIDATE_S] = ov.per_candidate_s
         self._pi, self._pf = pi, pf
+        _load_kernels(feature_spec.obs_dim)
 
     # ------------------------------------------------------------------ lifecycle
     # The per-request arrays the parent's code reads: views into the kernels' state.
