@@ -350,3 +350,17 @@ def test_random_engines_play_the_same_episodes(case):
     assert_same_episode(
         *(rollout(env, seed=case, actions="random", max_steps=50_000) for env in envs)
     )
+
+
+def test_kernels_refuse_to_load_when_a_mirrored_constant_drifts(monkeypatch):
+    from andes_gym import qoe
+    from andes_gym.surrogate.compiled import backend
+
+    backend._check_mirrors()  # in sync now
+    monkeypatch.setattr(qoe, "_COUNT_SLACK", 1e-6)
+    with pytest.raises(ImportError, match="QoE constants"):
+        backend._check_mirrors()
+    monkeypatch.undo()
+    monkeypatch.setattr(qoe, "_FLOAT_FIELDS", ("ttft_s", "arrival_s", *qoe._FLOAT_FIELDS[2:]))
+    with pytest.raises(ImportError, match="tracker rows"):
+        backend._check_mirrors()

@@ -25,6 +25,7 @@ from andes_gym.core.features import FeatureSpec
 from andes_gym.core.selection import Decision
 from andes_gym.envs.backend import DecisionConfig
 from andes_gym.qoe import VARIANTS
+from andes_gym.surrogate.compiled import kernels
 from andes_gym.surrogate.compiled import kernels as ek
 from andes_gym.surrogate.compiled import kernels as vk
 from andes_gym.surrogate.compiled.kernels import (
@@ -121,6 +122,55 @@ def _latency_coefficients(model) -> tuple[int, tuple[float, ...]]:
     raise TypeError(f"the compiled engine has no kernel for latency model {type(model).__name__}")
 
 
+# The tracker's fields (andes_gym.qoe._FLOAT_FIELDS, then e1) as the kernels number them.
+_TRACKER_ROWS = {
+    "arrival_s": kernels.T_ARRIVAL,
+    "ttft_s": kernels.T_TTFT,
+    "tds_tok_s": kernels.T_TDS,
+    "last_consume_s": kernels.T_LAST_CONSUME,
+    "sum_consume_s": kernels.T_SUM_CONSUME,
+    "sum_delay_s": kernels.T_SUM_DELAY,
+    "first_token_s": kernels.T_FIRST_TOKEN,
+    "last_token_s": kernels.T_LAST_TOKEN,
+    "e1_s": kernels.T_E1,
+}
+
+
+def _check_mirrors() -> None:
+    """The kernels copy a few constants and the QoE tracker's row layout (numba freezes
+    globals at compile time); this fails loudly, at import, if a source changed."""
+    from andes_gym import qoe
+    from andes_gym.surrogate import simulator
+
+    mirrors = {
+        "tracker rows": (
+            (*qoe._FLOAT_FIELDS, "e1_s"),
+            tuple(name for _, name in sorted((row, name) for name, row in _TRACKER_ROWS.items())),
+        ),
+        "QoE constants": (
+            (qoe.ON_TIME_TOL_S, qoe._COUNT_SLACK, qoe._NO_PREVIOUS_S, qoe._MAX_INV_SLOPE),
+            (
+                kernels.ON_TIME_TOL_S,
+                kernels.COUNT_SLACK,
+                kernels.NO_PREVIOUS_S,
+                kernels.MAX_INV_SLOPE,
+            ),
+        ),
+        "QoE variants": (tuple(qoe.VARIANTS), ("delay", "delay_fixed", "area")),
+        "status codes": (
+            (simulator.FUTURE, simulator.WAITING, simulator.RUNNING, simulator.FINISHED),
+            (kernels.FUTURE, kernels.WAITING, kernels.RUNNING, kernels.FINISHED),
+        ),
+    }
+    for what, (source, copy) in mirrors.items():
+        if source != copy:
+            raise ImportError(
+                f"andes_gym/surrogate/compiled/kernels.py mirrors {what} as {copy}, the "
+                f"source now says {source}: update the kernels"
+            )
+
+
+_check_mirrors()
 _KERNELS_LOADED = False
 
 
@@ -133,7 +183,7 @@ def _load_kernels(obs_dim: int) -> None:
         return
     ints = np.zeros((NUM_INT_ROWS, 1), dtype=np.int64)
     flags = np.zeros((NUM_BOOL_ROWS, 1), dtype=bool)
-    qf = np.full((9, 1), np.nan)
+    qf = np.full((len(_TRACKER_ROWS), 1), np.nan)
     gen = np.zeros(1, dtype=np.int64)
     sti = np.zeros(NUM_INT_STATE, dtype=np.int64)  # n = 0: every entry returns at once
     stf = np.zeros(NUM_FLOAT_STATE)

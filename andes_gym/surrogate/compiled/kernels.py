@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit
 
 # ======================================================================== 1. layout
-# Per-request integer rows of ints.
+# Rows of `ints` (per-request integers).
 R_PROMPT, R_OUTPUT, R_COMP, R_HELD, R_PREEMPT, R_STATUS = 0, 1, 2, 3, 4, 5
 R_ACTIVE = 6  # arrived, unfinished ids, ascending (first S_NUM_ACTIVE entries)
 R_ORDER = 7  # the decision's selected ids, highest priority first (first S_NUM_ORDER)
@@ -45,7 +45,7 @@ R_SLOT = 10  # candidate position in each filled slot (first S_NUM_SLOTS entries
 R_SCRATCH = 11  # work space of one call
 NUM_INT_ROWS = 12
 
-# Per-request flag rows of flags.
+# Rows of `flags` (per-request booleans).
 B_DONE, B_SWAPPED, B_COUNTED, B_SELECTED = 0, 1, 2, 3
 NUM_BOOL_ROWS = 4
 
