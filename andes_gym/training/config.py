@@ -39,7 +39,7 @@ class EnvConfig:
     n_envs: int = 2
     """Number of parallel environments."""
     vec_env: str = "subproc"
-    """Vector env class: `subproc` (one process per env) or `dummy` (all in this process)."""
+    """Vector env class: `subproc` (one process per env) or `dummy` (all in this process; on the compiled surrogate a step costs less than the inter-process round trip, so `dummy` moves 2.5x more env steps: benchmarks/results/surrogate.md §4)."""
     norm_obs: bool = False
     """Normalize observations with running statistics (VecNormalize; policy.kind=mlp only); baked into exports."""
     norm_reward: bool = False
