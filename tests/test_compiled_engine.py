@@ -364,3 +364,14 @@ def test_kernels_refuse_to_load_when_a_mirrored_constant_drifts(monkeypatch):
     monkeypatch.setattr(qoe, "_FLOAT_FIELDS", ("ttft_s", "arrival_s", *qoe._FLOAT_FIELDS[2:]))
     with pytest.raises(ImportError, match="tracker rows"):
         backend._check_mirrors()
+
+
+def test_auto_falls_back_to_python_with_a_warning_without_numba(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "andes_gym.surrogate.compiled", None)  # import fails
+    with pytest.warns(UserWarning, match="compiled surrogate is unavailable"):
+        env = SurrogateEnv(engine="cpu_tiny", workload=contended())
+    assert env.simulator == "python"
+    with pytest.raises(ImportError, match="needs numba"):
+        SurrogateEnv(engine="cpu_tiny", workload=contended(), simulator="compiled")

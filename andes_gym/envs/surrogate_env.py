@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from andes_gym.core.features import FeatureSpec, resolve_k_slots
@@ -12,6 +13,15 @@ from andes_gym.surrogate.profile import EngineProfile, load_engine_profile
 from andes_gym.surrogate.simulator import SurrogateBackend
 
 SIMULATORS = ("auto", "compiled", "python")
+
+
+def _compiled_unavailable() -> str | None:
+    """Why the compiled surrogate cannot be imported (numba missing or broken), or None."""
+    try:
+        import andes_gym.surrogate.compiled  # noqa: F401
+    except ImportError as exc:
+        return str(exc)
+    return None
 
 
 class _PendingDecision:
@@ -161,7 +171,8 @@ class SurrogateEnv(SchedulingEnv):
       `SurrogateBackend`; needed for `"rgb_array"` rendering), or `"auto"` (compiled
       unless rendering token curves). Both give the same episodes (observations and
       rewards agree to about 1e-12; tested side by side); the compiled one is several
-      times faster per step. Default `"auto"`.
+      times faster per step. Default `"auto"` (which falls back to `"python"`, with a
+      warning, where numba cannot be imported).
 
     Configuration files are read once, at construction; `reset` never touches disk.
 
@@ -198,6 +209,15 @@ class SurrogateEnv(SchedulingEnv):
             )
         if simulator == "auto":
             simulator = "python" if render_mode == "rgb_array" else "compiled"
+            if simulator == "compiled" and (reason := _compiled_unavailable()):
+                warnings.warn(
+                    f"the compiled surrogate is unavailable ({reason}); using "
+                    "simulator='python', the same episodes 13-19x slower",
+                    stacklevel=2,
+                )
+                simulator = "python"
+        elif simulator == "compiled" and (reason := _compiled_unavailable()):
+            raise ImportError(f"simulator='compiled' needs numba: {reason}")
         self.simulator = simulator
         self.engine_profile = load_engine_profile(engine)
         decision_config = DecisionConfig(
