@@ -410,7 +410,7 @@ def _shield_llvmlite_from_kernel_scan() -> None:
 
     class _ScannableLib(type(lib)):
         __slots__ = ()
-        __dict__ = property(lambda self: {})  # noqa: PLE0237 (read by vars())
+        __dict__ = property(lambda self: {})  # what vars() returns
 
     lib.__class__ = _ScannableLib
 

@@ -26,8 +26,6 @@ from andes_gym.core.selection import Decision
 from andes_gym.envs.backend import DecisionConfig
 from andes_gym.qoe import VARIANTS
 from andes_gym.surrogate.compiled import kernels
-from andes_gym.surrogate.compiled import kernels as ek
-from andes_gym.surrogate.compiled import kernels as vk
 from andes_gym.surrogate.compiled.kernels import (
     B_DONE,
     B_SELECTED,
@@ -191,11 +189,11 @@ def _load_kernels(obs_dim: int) -> None:
     pf = np.zeros(NUM_FLOAT_PARAMS)
     obs = np.zeros(obs_dim, dtype=np.float32)
     state = (ints, flags, qf, gen, sti, stf, pi, pf)
-    ek.advance(*state)
-    ek.apply_selected(*state)
-    vk.advance_and_observe(*state, obs)
-    vk.step_slots(*state, obs, np.zeros(1), np.zeros(1))
-    vk.potential(*state[:7])
+    kernels.advance(*state)
+    kernels.apply_selected(*state)
+    kernels.advance_and_observe(*state, obs)
+    kernels.step_slots(*state, obs, np.zeros(1), np.zeros(1))
+    kernels.potential(*state[:7])
     _KERNELS_LOADED = True
 
 
@@ -280,7 +278,6 @@ class CompiledSurrogateBackend(SurrogateBackend):
         self._stf = np.zeros(NUM_FLOAT_STATE)
         self._scores = np.zeros(width)
         self._arrival = np.zeros(n)
-        self._cands = None
         self._pending_point = False
         self._bind_views()
 
@@ -363,8 +360,7 @@ class CompiledSurrogateBackend(SurrogateBackend):
 
     def next_decision(self) -> tuple[Candidates, Capacity] | None:
         self._check_hooks()
-        self._cands = None
-        self._pending_point = bool(ek.advance(*self._kernel_args()))
+        self._pending_point = bool(kernels.advance(*self._kernel_args()))
         if not self._pending_point:
             return None
         return self.decision_candidates()
@@ -388,11 +384,10 @@ class CompiledSurrogateBackend(SurrogateBackend):
             raise ValueError(f"decision.selected must have shape ({num},), got {selected.shape}")
         order = np.asarray(decision.order, dtype=np.int64)
         self._pending_point = False
-        self._cands = None
         self._flags[B_SELECTED, :num] = selected
         self._ints[R_SCRATCH, : len(order)] = order
         self._sti[S_NUM_SELECTED] = len(order)
-        ek.apply_selected(*self._kernel_args())
+        kernels.apply_selected(*self._kernel_args())
 
     def sync_tracker(self) -> None:
         """Nothing to do: the kernels deliver every token to the tracker as it is made."""
@@ -402,8 +397,7 @@ class CompiledSurrogateBackend(SurrogateBackend):
         """Runs to the next decision point and writes its observation into `obs`
         (float32, the environment's layout); False when the episode is over."""
         self._check_hooks()
-        self._cands = None
-        self._pending_point = bool(vk.advance_and_observe(*self._kernel_args(), obs))
+        self._pending_point = bool(kernels.advance_and_observe(*self._kernel_args(), obs))
         return self._pending_point
 
     def step_slots(self, slot_scores: np.ndarray, obs: np.ndarray) -> tuple[bool, float]:
@@ -412,14 +406,15 @@ class CompiledSurrogateBackend(SurrogateBackend):
         goes to `obs`. Returns (a decision is pending, the reward potential now)."""
         if not self._pending_point:
             raise RuntimeError("step_slots() needs a pending decision point")
-        self._cands = None
-        pending, potential = vk.step_slots(*self._kernel_args(), obs, slot_scores, self._scores)
+        pending, potential = kernels.step_slots(
+            *self._kernel_args(), obs, slot_scores, self._scores
+        )
         self._pending_point = bool(pending)
         return self._pending_point, float(potential)
 
     def potential(self) -> float:
         """The reward potential now (`SchedulingEnv._potential_now`)."""
-        return float(vk.potential(self._ints, self._flags, *self._kernel_args()[2:7]))
+        return float(kernels.potential(self._ints, self._flags, *self._kernel_args()[2:7]))
 
     def slot_indices(self) -> np.ndarray:
         """Candidate index of each filled slot of the last observation."""
