@@ -671,7 +671,6 @@ FEATURE_SET = (
     ),
 )
 NUM_SLOT_FEATURES = len(FEATURE_SET[2])
-NUM_GLOBAL_FEATURES = len(FEATURE_SET[3])
 OBS_BOUND = 10.0  # andes_gym.core.features.OBS_BOUND
 
 
