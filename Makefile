@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: setup
-	$(PY) -m andes_gym.train --config configs/train/quickstart.yaml
+	$(PY) -m andes_gym.train --config quickstart
 
 test: setup
 	$(PY) -m pytest tests

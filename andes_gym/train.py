@@ -1,7 +1,7 @@
 """Train a scheduling policy with stable-baselines3 and compare it with the baselines.
 
 Usage:
-    python -m andes_gym.train --config configs/train/quickstart.yaml
+    python -m andes_gym.train --config quickstart
     python -m andes_gym.train --config quickstart --set algo.learning_rate=1e-4 --set seed=3
     python -m andes_gym.train --resume runs/andes_gym-Surrogate-v0__quickstart__0__20250101-120000
 

@@ -494,9 +494,9 @@ def bench_scaling_batch(sizes: list[int]) -> list[str]:
 def make_quickstart_env():
     import yaml
 
-    from andes_gym.paths import CONFIG_ROOT
+    from andes_gym.config_files import packaged_config_dir
 
-    config = yaml.safe_load((CONFIG_ROOT / "train" / "quickstart.yaml").read_text())
+    config = yaml.safe_load((packaged_config_dir("train") / "quickstart.yaml").read_text())
     return SurrogateEnv(**config["env"]["kwargs"])
 
 

@@ -193,7 +193,7 @@ def test_written_profile_loads_in_the_surrogate(tmp_path):
 
 
 def test_shipped_fitted_profile_loads():
-    path = REPO / "configs" / "engines" / "cpu_tiny_fitted.yaml"
+    path = REPO / "andes_gym" / "configs" / "engines" / "cpu_tiny_fitted.yaml"
     profile = load_engine_profile(path)
     assert profile.latency_kind == "linear"
     assert profile.latency.base_s > 0 and profile.latency.per_decode_seq_s > 0

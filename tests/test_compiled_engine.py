@@ -21,7 +21,7 @@ from andes_gym.agents.adapter import PolicyAgent
 from andes_gym.agents.registry import make_policy
 from andes_gym.core.features import SLOT_FEATURES, FeatureSpec
 from andes_gym.envs.surrogate_env import SurrogateEnv
-from andes_gym.paths import CONFIG_ROOT
+from andes_gym.config_files import packaged_config_dir
 from andes_gym.surrogate import engine_profile_from_dict, load_engine_profile
 from andes_gym.surrogate.compiled import CompiledSurrogateBackend
 
@@ -45,7 +45,7 @@ def contended(n: int = 120, rate_rps: float = 400.0, max_output: int = 160) -> d
 
 
 def profile_with(name: str, **sections) -> dict:
-    data = yaml.safe_load((CONFIG_ROOT / "engines" / f"{name}.yaml").read_text())
+    data = yaml.safe_load((packaged_config_dir("engines") / f"{name}.yaml").read_text())
     for section, fields in sections.items():
         data.setdefault(section, {}).update(fields)
     return data

@@ -163,7 +163,7 @@ def test_bad_profile_file_error_names_the_file(tmp_path):
 
 def test_load_by_name_path_and_dict_agree():
     by_name = load_engine_profile("cpu_tiny")
-    from andes_gym.paths import resolve_config
+    from andes_gym.config_files import resolve_config
 
     by_path = load_engine_profile(str(resolve_config("engines", "cpu_tiny")))
     assert by_name == by_path

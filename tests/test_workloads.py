@@ -323,7 +323,7 @@ def test_yaml_empty_and_missing(tmp_path: Path) -> None:
     empty.write_text("# nothing\n")
     with pytest.raises(ValueError, match="empty"):
         load_workload_config(empty)
-    with pytest.raises(FileNotFoundError, match="no workload preset named 'no_such_preset'"):
+    with pytest.raises(FileNotFoundError, match="no workloads config named 'no_such_preset'"):
         load_workload_config("no_such_preset")
     with pytest.raises(FileNotFoundError):
         load_workload_config(tmp_path / "absent.yaml")

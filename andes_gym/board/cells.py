@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from andes_gym.config_files import read_yaml, resolve_config
 from andes_gym.metrics import SUMMARY_FIELDS
 
 ENV_IDS = {"surrogate": "andes_gym/Surrogate-v0", "vllm": "andes_gym/VLLM-v0"}
@@ -96,7 +96,7 @@ def _safe(text: str) -> str:
 
 # What an episode runs through: a change here may change a cell's result.
 EPISODE_PACKAGES = ("agents", "core", "engine_bridge", "envs", "surrogate", "workloads")
-EPISODE_MODULES = ("evaluation.py", "metrics.py", "paths.py", "qoe.py")
+EPISODE_MODULES = ("config_files.py", "evaluation.py", "metrics.py", "qoe.py")
 
 
 def code_digest(engine_files: Sequence[Path] = ()) -> str:
@@ -125,8 +125,6 @@ def engine_config_files(env_kind: str, env_kwargs: dict) -> list[Path]:
 
     Engines given as mappings or objects have no file; they are part of the cell itself.
     """
-    from andes_gym.paths import resolve_config
-
     default = {"surrogate": "llama7b_a100", "vllm": "cpu_live"}[env_kind]
     names = [env_kwargs.get("engine", default)]
     files: list[Path] = []
@@ -139,7 +137,7 @@ def engine_config_files(env_kind: str, env_kwargs: dict) -> list[Path]:
         except FileNotFoundError:
             continue  # the environment reports it when the cell runs
         files.append(path)
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path, "engine config", allow_empty=True) or {}
         profile = data.get("latency_profile") if isinstance(data, dict) else None
         if profile and len(files) < 4:
             names.append(profile)

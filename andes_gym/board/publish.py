@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from andes_gym.paths import REPO_ROOT
 
 
 def _cpu_model() -> str:
@@ -37,8 +36,10 @@ def machine_description() -> str:
     )
 
 
-def git_commit(repo: Path = REPO_ROOT) -> str:
+def git_commit(repo: Path | None = None) -> str:
     """Short commit hash, with `+dirty` when the working tree has changes; "unknown" without git."""
+    # The checkout this package was imported from (an editable install), unless given.
+    repo = Path(__file__).resolve().parents[2] if repo is None else repo
     try:
         head = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],

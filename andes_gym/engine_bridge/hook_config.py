@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from andes_gym.config_files import read_yaml
 from andes_gym.qoe import VARIANTS
 
 ENV_CONFIG = "ANDES_GYM_HOOK_CONFIG"
@@ -127,7 +126,7 @@ class HookConfig:
             file = Path(path)
             if not file.is_file():
                 raise FileNotFoundError(f"{ENV_CONFIG}={path!r}: no such file")
-            data = yaml.safe_load(file.read_text()) or {}
+            data = read_yaml(file, "hook config", allow_empty=True) or {}
             if not isinstance(data, dict):
                 raise ValueError(f"{path}: a hook config must be a mapping, got {data!r}")
         if env.get(ENV_POLICY):

@@ -24,15 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from andes_gym.paths import resolve_config
+from andes_gym.config_files import ConfigError, read_yaml, resolve_config
 
 LATENCY_KINDS = ("linear", "roofline")
 PREEMPTION_MODES = ("recompute", "swap")
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigError):
     """An engine profile with a missing, unknown or invalid field."""
 
 
@@ -422,6 +421,5 @@ def load_engine_profile(spec: str | Path | Mapping | EngineProfile) -> EnginePro
             f"got {type(spec).__name__}"
         )
     path = resolve_config("engines", spec)
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
+    data = read_yaml(path, "engine profile")
     return engine_profile_from_dict(data, source=str(path))

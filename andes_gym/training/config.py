@@ -23,9 +23,11 @@ from typing import Any
 
 import yaml
 
+from andes_gym import config_files
 
-class ConfigError(ValueError):
-    """A training config that cannot be used; the message names the file or the key."""
+
+# A training config that cannot be used; the message names the file or the key.
+ConfigError = config_files.ConfigError
 
 
 @dataclass
@@ -225,19 +227,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict = {}
     source = "<defaults>"
     if path is not None:
-        from andes_gym.paths import resolve_config
-
         try:
-            file = resolve_config("train", path)
+            file = config_files.resolve_config("train", path)
         except FileNotFoundError as exc:
             raise ConfigError(str(exc)) from exc
         source = str(file)
-        try:
-            loaded = yaml.safe_load(file.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"malformed YAML in {file}: {exc}") from exc
-        if loaded is None:
-            loaded = {}
+        loaded = config_files.read_yaml(file, "training config")
         if not isinstance(loaded, dict):
             raise ConfigError(
                 f"{file} must hold a mapping of config keys, got {type(loaded).__name__}"

@@ -22,15 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from andes_gym.config_files import (
+    ConfigError,
+    available_configs,
+    is_config_path,
+    packaged_config_dir,
+    read_yaml,
+    resolve_config,
+)
 
 ARRIVAL_KINDS = ("poisson", "gamma", "bursty", "trace")
 TRACE_FORMATS = ("project", "azure", "burstgpt")
 LENGTH_KINDS = ("sharegpt", "summarization", "fixed", "uniform", "trace")
 TARGET_KINDS = ("reading", "listening", "mixed", "fixed")
 
-# configs/workloads of the repository this package lives in (an editable install).
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "workloads"
+# The workload presets shipped inside the package.
+PRESET_DIR = packaged_config_dir("workloads")
 
 
 def _is_number(value: Any) -> bool:
@@ -266,13 +273,15 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     """Builds dataclass `cls` from a mapping, rejecting unknown and missing keys."""
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(data, Mapping):
-        raise ValueError(f"{source}: {where} must be a mapping, got {data!r}")
+        raise ConfigError(f"{where} must be a mapping, got {data!r}", source=source)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ValueError(
-            f"{source}: unknown key {prefix}{unknown[0]!s} "
-            f"(known keys of {where}: {', '.join(fields)})"
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s} "
+            f"(known keys of {where}: {', '.join(fields)})",
+            source=source,
+            key=f"{prefix}{unknown[0]!s}",
         )
     required = [
         name
@@ -281,7 +290,7 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     ]
     missing = [f"{prefix}{name}" for name in required if name not in data]
     if missing:
-        raise ValueError(f"{source}: missing required key(s) {', '.join(missing)}")
+        raise ConfigError(f"missing required key(s) {', '.join(missing)}", source=source)
     kwargs = dict(data)
     if cls is WorkloadConfig:
         for name, section_cls in _SECTIONS.items():
@@ -289,8 +298,8 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
                 kwargs[name] = _build(section_cls, kwargs[name], f"{name}.", source)
     try:
         return cls(**kwargs)
-    except ValueError as exc:
-        raise ValueError(f"{source}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc), source=source) from exc
 
 
 def workload_config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> WorkloadConfig:
@@ -324,26 +333,23 @@ def workload_config_to_dict(cfg: WorkloadConfig) -> dict[str, Any]:
 
 
 def list_presets(preset_dir: Path | None = None) -> list[str]:
-    """Names of the workload presets (YAML files) in `preset_dir` (default: configs/workloads)."""
-    directory = PRESET_DIR if preset_dir is None else Path(preset_dir)
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+    """Names of the workload presets in `preset_dir`, or every name `load_workload_config` finds
+    (`./configs/workloads`, then the packaged presets) when it is None."""
+    if preset_dir is None:
+        return available_configs("workloads")
+    return sorted(p.stem for p in Path(preset_dir).glob("*.yaml"))
 
 
 def _resolve_path(path_or_name: str | Path, preset_dir: Path | None) -> Path:
-    path = Path(path_or_name)
-    if path.is_file():
-        return path
-    is_bare_name = path.suffix not in (".yaml", ".yml") and len(path.parts) == 1
-    if is_bare_name:
-        directory = PRESET_DIR if preset_dir is None else Path(preset_dir)
-        candidate = directory / f"{path.name}.yaml"
-        if candidate.is_file():
-            return candidate
-        raise FileNotFoundError(
-            f"no workload preset named {str(path_or_name)!r} in {directory} "
-            f"(presets: {', '.join(list_presets(directory)) or 'none'})"
-        )
-    raise FileNotFoundError(f"workload config file {str(path)!r} does not exist")
+    if preset_dir is None or is_config_path(path_or_name):
+        return resolve_config("workloads", path_or_name)
+    candidate = Path(preset_dir) / f"{path_or_name}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise FileNotFoundError(
+        f"no workload preset named {str(path_or_name)!r} in {preset_dir} "
+        f"(presets: {', '.join(list_presets(preset_dir)) or 'none'})"
+    )
 
 
 def load_workload_config(
@@ -366,12 +372,7 @@ def load_workload_config(
             (the message names the key and the file).
     """
     path = _resolve_path(path_or_name, preset_dir)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML: {exc}") from exc
-    if data is None:
-        raise ValueError(f"{path}: empty workload config")
+    data = read_yaml(path, "workload config")
     cfg = workload_config_from_dict(data, source=str(path))
     trace_path = cfg.arrivals.trace_path
     if trace_path is not None and not Path(trace_path).is_absolute():
