@@ -19,9 +19,9 @@ from surrogate_support import TINY_LINEAR_PROFILE
 
 from andes_gym.agents.adapter import PolicyAgent
 from andes_gym.agents.registry import make_policy
+from andes_gym.config_files import packaged_config_dir
 from andes_gym.core.features import SLOT_FEATURES, FeatureSpec
 from andes_gym.envs.surrogate_env import SurrogateEnv
-from andes_gym.config_files import packaged_config_dir
 from andes_gym.surrogate import engine_profile_from_dict, load_engine_profile
 from andes_gym.surrogate.compiled import CompiledSurrogateBackend
 

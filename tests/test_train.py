@@ -295,7 +295,9 @@ def test_interrupt_during_imitation_is_redone_on_resume(tmp_path, capsys, monkey
 
 
 @pytest.mark.parametrize(
-    "path", sorted((Path(__file__).parents[1] / "andes_gym" / "configs" / "train").glob("*.yaml")), ids=str
+    "path",
+    sorted((Path(__file__).parents[1] / "andes_gym" / "configs" / "train").glob("*.yaml")),
+    ids=str,
 )
 def test_shipped_train_configs_validate_and_build_their_env(path):
     from andes_gym.training import factory

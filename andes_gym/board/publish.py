@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

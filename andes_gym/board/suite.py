@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from andes_gym.board.cells import policy_label
 from andes_gym.config_files import ConfigError, read_yaml, resolve_config
 from andes_gym.workloads import (

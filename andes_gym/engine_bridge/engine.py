@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from andes_gym.config_files import read_yaml, resolve_config
 
 VLLM_MISSING_MESSAGE = (

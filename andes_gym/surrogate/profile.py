@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from andes_gym.config_files import ConfigError, read_yaml, resolve_config
 
 LATENCY_KINDS = ("linear", "roofline")

@@ -25,7 +25,6 @@ import yaml
 
 from andes_gym import config_files
 
-
 # A training config that cannot be used; the message names the file or the key.
 ConfigError = config_files.ConfigError
 

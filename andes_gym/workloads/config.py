@@ -278,8 +278,7 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!s} "
-            f"(known keys of {where}: {', '.join(fields)})",
+            f"unknown key {prefix}{unknown[0]!s} (known keys of {where}: {', '.join(fields)})",
             source=source,
             key=f"{prefix}{unknown[0]!s}",
         )
