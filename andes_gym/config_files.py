@@ -13,8 +13,6 @@ An unknown name is an error that lists every name available from 2 and 3.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -130,6 +128,26 @@ def read_text(path: str | Path, what: str = "file") -> str:
     return text.removeprefix("\ufeff")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error (PyYAML
+    would silently keep the last value, hiding a typo or a merge mistake)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path, what: str = "config", *, allow_empty: bool = False) -> Any:
     """Parses a YAML file; bad encoding, bad YAML or (unless allowed) emptiness name the file.
 
@@ -144,7 +162,7 @@ def read_yaml(path: str | Path, what: str = "config", *, allow_empty: bool = Fal
     """
     text = read_text(path, what)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = None if mark is None else mark.line + 1
@@ -153,17 +171,6 @@ def read_yaml(path: str | Path, what: str = "config", *, allow_empty: bool = Fal
     if data is None and not allow_empty:
         raise ConfigError(f"empty {what}", source=path)
     return data
-
-
-@contextmanager
-def named_errors(source: str | Path) -> Iterator[None]:
-    """Re-raises a plain `ValueError`/`TypeError` inside the block as a `ConfigError` on `source`."""
-    try:
-        yield
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc), source=source) from exc
 
 
 def _check_kind(kind: str) -> None:
