@@ -9,8 +9,13 @@ A run writes `{run_root}/{env}__{exp}__{seed}__{time}/` (see `andes_gym.training
 the resolved config, the command, TensorBoard logs (`tensorboard --logdir runs`) with
 `qoe/*` metrics besides the reward, periodic checkpoints, `policy.onnx`, and the final
 evaluation table (`eval.csv`). Ctrl-C (or SIGTERM) saves a checkpoint before exiting;
-`--resume RUN_DIR` continues from the newest checkpoint (timesteps, weights, optimizer,
-normalization statistics; new episodes start from fresh resets).
+`--resume RUN_DIR` continues from the newest intact checkpoint (timesteps, weights, optimizer,
+normalization statistics; new episodes start from fresh resets; a broken newer one is
+skipped with a warning naming it).
+
+The config, the env and the model are all checked and built before anything is written: a
+config error (exit status 2, naming the key and where it came from) leaves no run
+directory behind, and a rejected `--resume` leaves its run directory as it was.
 """
 
 from __future__ import annotations
@@ -84,51 +89,65 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> int:
         callbacks: Extra SB3 callbacks (tests use one to simulate Ctrl-C).
     """
     args = _parser().parse_args(argv)
+    from andes_gym.training.checkpoint import CheckpointError
+
     try:
         return _run(args, callbacks or [], argv)
-    except ConfigError as exc:
+    except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
 def _run(args, extra_callbacks: list, argv: list[str] | None) -> int:
-    import torch
+    from andes_gym.extras import require
+
+    torch = require("torch", "training (python -m andes_gym.train)")
+    require("stable_baselines3", "training (python -m andes_gym.train)")
 
     from andes_gym.training import checkpoint as ckpt
     from andes_gym.training import factory
     from andes_gym.training import run_dir as runs
+    from andes_gym.training.progress import make_logger
 
+    # Everything is checked and built before anything is written: a config error leaves no
+    # run directory behind, and a rejected --resume leaves its run as it was.
+    run_dir = latest = resume_meta = None
     if args.resume:
-        run_dir = Path(args.resume)
         if args.config:
             raise ConfigError("--resume takes the run's own config; pass overrides with --set")
-        cfg, spec = runs.read_run(run_dir, args.overrides)
+        cfg, spec = runs.read_run(args.resume, args.overrides)
         factory.validate(cfg, spec)
+        _check_same_layout(factory.probe_env(cfg)[0], spec, args)
+        latest = ckpt.newest_intact_checkpoint(args.resume)
+        resume_meta = ckpt.read_meta(latest)
     else:
         cfg = load_config(args.config, args.overrides)
         factory.validate(cfg)
         spec, _, _ = factory.probe_env(cfg)
-        run_dir = runs.create_run_dir(cfg, spec)
-    if args.resume and args.overrides:
-        (run_dir / runs.CONFIG_FILE).write_text(dump_yaml(cfg))
-    runs.record_command(run_dir, ["andes_gym.train", *(argv if argv is not None else sys.argv[1:])])
     torch.set_num_threads(max(cfg.torch_threads, 1))
-    print(f"run directory: {run_dir}")
     started = time.monotonic()
 
-    resume_meta = None
-    if args.resume:
-        latest = ckpt.latest_checkpoint(run_dir)
-        resume_meta = ckpt.read_meta(latest)
     need_bc = cfg.bc.enabled and (resume_meta is None or resume_meta.get("phase") == "bc")
     venv = factory.make_vec_env(cfg, with_teacher=cfg.bc.enabled)
     try:
-        seed = cfg.seed if resume_meta is None else cfg.seed + int(resume_meta["num_timesteps"]) + 1
+        seed = cfg.seed
+        if resume_meta is not None:  # a fresh stream for the resumed session, within numpy's range
+            seed = (cfg.seed + int(resume_meta["num_timesteps"]) + 1) % 2**32
         model = factory.make_model(cfg, venv, spec, seed=seed)
-        model.set_logger(_logger(run_dir, cfg))
         if resume_meta is not None:
             ckpt.load_checkpoint(model, latest, venv)
+            run_dir = Path(args.resume)
+            if args.overrides:
+                (run_dir / runs.CONFIG_FILE).write_text(dump_yaml(cfg))
+        else:
+            run_dir = runs.create_run_dir(cfg, spec)
+        runs.record_command(
+            run_dir, ["andes_gym.train", *(argv if argv is not None else sys.argv[1:])]
+        )
+        print(f"run directory: {run_dir}")
+        if resume_meta is not None:
             print(f"resumed from {latest} at {model.num_timesteps} timesteps")
+        model.set_logger(make_logger(run_dir, cfg.verbose))
         code = _train(model, venv, cfg, spec, run_dir, need_bc, extra_callbacks)
     finally:
         _close(venv)
@@ -146,11 +165,19 @@ def _run(args, extra_callbacks: list, argv: list[str] | None) -> int:
     return 0
 
 
-def _logger(run_dir: Path, cfg: TrainConfig):
-    from stable_baselines3.common.logger import configure
+def _check_same_layout(probed, spec, args) -> None:
+    """A resumed run's env must observe what its checkpoints were trained on."""
+    if probed == spec:
+        return
+    from andes_gym.training.run_dir import SPEC_FILE
 
-    formats = ["tensorboard", "csv"] + (["stdout"] if cfg.verbose > 0 else [])
-    return configure(str(run_dir / "tb"), formats)
+    raise ConfigError(
+        f"the env built from the run's config has another observation layout (k_slots "
+        f"{probed.k_slots}, {probed.obs_dim} features) than its {SPEC_FILE} (k_slots "
+        f"{spec.k_slots}, {spec.obs_dim} features) that the checkpoints were trained on",
+        source=f"--set {' '.join(args.overrides)}" if args.overrides else args.resume,
+        key="env.kwargs",
+    )
 
 
 def _train(

@@ -173,7 +173,10 @@ def test_corrupt_checkpoints_name_the_file(tmp_path):
     assert code == 0
     latest = ckpt.latest_checkpoint(run)
     (latest / "policy.safetensors").write_bytes(b"\x00garbage")
-    with pytest.raises(ckpt.CheckpointError, match="policy.safetensors"):
+    with (
+        pytest.warns(ckpt.CheckpointWarning),
+        pytest.raises(ckpt.CheckpointError, match="policy.safetensors"),
+    ):
         _load_latest(run)
     (latest / "meta.json").write_text("{not json")
     with pytest.raises(ckpt.CheckpointError, match="meta.json"):

@@ -15,7 +15,10 @@ The model itself is rebuilt from the run's saved config (`config.yaml`), then th
 parameters are loaded into it. `checkpoints/best` (same layout) holds the policy with the best validation QoE when the
 run evaluates periodically; export and the final evaluation use it. A directory is
 written under a temporary name and renamed,
-so an interrupted save never leaves a half-written checkpoint under the final name.
+so an interrupted save never leaves a half-written checkpoint under the final name. A
+checkpoint damaged later (a truncated file, a disk error) is skipped by `--resume`, export
+and the final evaluation in favour of the newest intact one, with a `CheckpointWarning`
+naming it (`newest_intact_checkpoint`, `policy_checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,10 @@ _STEP_RE = re.compile(r"^step_(\d+)$")
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the file and the problem."""
+
+
+class CheckpointWarning(UserWarning):
+    """A broken checkpoint was skipped in favour of an older intact one (the message names it)."""
 
 
 # --------------------------------------------------------------------------- saving
@@ -201,6 +209,55 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     return found[-1]
 
 
+def verify_checkpoint(ckpt_dir: str | Path) -> dict:
+    """Reads every file of a checkpoint in full, without loading it into a model.
+
+    Returns:
+        The checkpoint's meta data.
+
+    Raises:
+        CheckpointError: Naming the first missing, truncated or malformed file.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    meta = read_meta(ckpt_dir)
+    read_tensors(ckpt_dir / "policy.safetensors")
+    opt_path = ckpt_dir / "optimizer.safetensors"
+    _unflatten_optimizer(read_tensors(opt_path), meta["optimizer"], opt_path)
+    if (ckpt_dir / "rng.safetensors").is_file():  # optional, as in `load_checkpoint`
+        read_tensors(ckpt_dir / "rng.safetensors")
+    if meta.get("normalizer") is not None:
+        read_tensors(ckpt_dir / "normalizer.safetensors")
+    return meta
+
+
+def newest_intact_checkpoint(run_dir: str | Path) -> Path:
+    """The newest `step_*` checkpoint whose files all read back; a `CheckpointWarning` names each broken one skipped.
+
+    Raises:
+        CheckpointError: When the run has no checkpoint, or none is intact (naming every
+            broken file).
+    """
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
+    problems = []
+    for path in reversed(found):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            _warn_skipped(exc)
+            continue
+        return path
+    raise CheckpointError(
+        f"no intact checkpoint in {Path(run_dir) / CHECKPOINT_DIR}: " + "; ".join(problems)
+    )
+
+
+def _warn_skipped(exc: CheckpointError) -> None:
+    warnings.warn(f"skipping a broken checkpoint: {exc}", CheckpointWarning, stacklevel=3)
+
+
 def best_checkpoint(run_dir: str | Path) -> Path | None:
     """The run's `best` checkpoint (highest validation QoE), or None."""
     path = Path(run_dir) / CHECKPOINT_DIR / BEST_NAME
@@ -208,12 +265,20 @@ def best_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def policy_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint whose policy a run delivers: `best` if kept, else the newest.
+    """The checkpoint whose policy a run delivers: `best` if kept and intact, else the newest intact one.
 
     Raises:
-        CheckpointError: When the run has none.
+        CheckpointError: When the run has no intact checkpoint.
     """
-    return best_checkpoint(run_dir) or latest_checkpoint(run_dir)
+    best = best_checkpoint(run_dir)
+    if best is not None:
+        try:
+            verify_checkpoint(best)
+        except CheckpointError as exc:
+            _warn_skipped(exc)
+        else:
+            return best
+    return newest_intact_checkpoint(run_dir)
 
 
 def read_meta(ckpt_dir: str | Path) -> dict:

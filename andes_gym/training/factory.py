@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from andes_gym.core.features import OBS_BOUND, FeatureSpec
+from andes_gym.extras import is_available
 from andes_gym.training.config import ConfigError, TrainConfig
 
 # --------------------------------------------------------------------------- envs
@@ -31,9 +32,13 @@ def make_env(env_id: str, env_kwargs: dict) -> gym.Env:
     try:
         return gym.make(env_id, **env_kwargs)
     except gym.error.Error as exc:
-        raise ConfigError(f"env.id {env_id!r}: {exc}") from exc
-    except TypeError as exc:
-        raise ConfigError(f"env.kwargs {sorted(env_kwargs)} rejected by {env_id}: {exc}") from exc
+        raise ConfigError(f"env.id {env_id!r}: {exc}", key="env.id") from exc
+    except (TypeError, ValueError, OSError) as exc:
+        # A bad workload or engine (its own ConfigError names the file and key), an unknown
+        # argument, or a value the env refuses.
+        raise ConfigError(
+            f"env.kwargs {sorted(env_kwargs)} rejected by {env_id}: {exc}", key="env.kwargs"
+        ) from exc
 
 
 def feature_spec_of(env: gym.Env) -> FeatureSpec:
@@ -111,10 +116,6 @@ def make_vec_env(cfg: TrainConfig, with_teacher: bool = False):
     )
 
     e = cfg.env
-    if e.n_envs < 1:
-        raise ConfigError(f"env.n_envs must be >= 1, got {e.n_envs}")
-    if e.vec_env not in ("subproc", "dummy"):
-        raise ConfigError(f"env.vec_env must be 'subproc' or 'dummy', got {e.vec_env!r}")
     teacher = cfg.bc.teacher if with_teacher else None
     subproc = e.vec_env == "subproc"
     fns = [
@@ -241,7 +242,11 @@ def policy_spec(cfg: TrainConfig, spec: FeatureSpec, cls) -> tuple[object, dict]
 
 
 def validate(cfg: TrainConfig, spec: FeatureSpec | None = None) -> None:
-    """Checks the algorithm, its arguments and the policy options before anything runs.
+    """Checks what the config's own domains cannot: the algorithm, its arguments, policy names.
+
+    Each field's domain (positive, in [0, 1], one of ...) is checked when the config is
+    loaded (`andes_gym.training.config`); this adds the checks that need the algorithm
+    classes and the policy registry.
 
     Raises:
         ConfigError: Naming the bad key.
@@ -255,21 +260,14 @@ def validate(cfg: TrainConfig, spec: FeatureSpec | None = None) -> None:
             "the 0/1 slot mask from the observation (and its features are already scaled); "
             "use norm_obs with policy.kind=mlp"
         )
-    if cfg.policy.activation not in ("tanh", "relu", "elu"):
-        raise ConfigError(
-            f"policy.activation must be tanh, relu or elu, got {cfg.policy.activation!r}"
-        )
+    if cfg.progress_bar and not all(is_available(m) for m in ("tqdm", "rich")):
+        raise ConfigError("progress_bar=true needs tqdm and rich installed; set progress_bar=false")
     from andes_gym.agents.registry import registered_policies
 
     if cfg.bc.enabled and cfg.bc.teacher not in registered_policies():
         raise ConfigError(
             f"bc.teacher {cfg.bc.teacher!r} is not a registered policy: {registered_policies()}"
         )
-    for key in ("torch_threads", "bc.fit_threads"):
-        section, _, field_name = key.rpartition(".")
-        value = getattr(getattr(cfg, section) if section else cfg, field_name)
-        if value is not None and value < 1:
-            raise ConfigError(f"{key} must be a positive number of threads, got {value}")
     for name in cfg.eval.baselines:
         if name not in registered_policies():
             raise ConfigError(
@@ -278,18 +276,31 @@ def validate(cfg: TrainConfig, spec: FeatureSpec | None = None) -> None:
 
 
 def make_model(cfg: TrainConfig, venv, spec: FeatureSpec, seed: int | None = None):
-    """The algorithm instance for a config, on `venv`."""
+    """The algorithm instance for a config, on `venv`.
+
+    Raises:
+        ConfigError: When the algorithm refuses the arguments (SB3's own checks, e.g. PPO's
+            `n_steps * n_envs > 1`), with its message.
+    """
     cls = algo_class(cfg.algo.name)
     policy, policy_kwargs = policy_spec(cfg, spec, cls)
-    return cls(
-        policy,
-        venv,
-        policy_kwargs=policy_kwargs,
-        seed=cfg.seed if seed is None else seed,
-        device=cfg.device,
-        verbose=cfg.verbose,
-        **algo_kwargs(cfg, cls),
-    )
+    kwargs = algo_kwargs(cfg, cls)
+    try:
+        return cls(
+            policy,
+            venv,
+            policy_kwargs=policy_kwargs,
+            seed=cfg.seed if seed is None else seed,
+            device=cfg.device,
+            verbose=cfg.verbose,
+            **kwargs,
+        )
+    except ConfigError:
+        raise
+    except (AssertionError, ValueError) as exc:
+        raise ConfigError(
+            f"algo: {cls.__name__} refuses the config's arguments {kwargs}: {exc}", key="algo"
+        ) from exc
 
 
 def build_policy(cfg: TrainConfig, spec: FeatureSpec, obs_space, act_space):
