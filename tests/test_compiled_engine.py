@@ -53,14 +53,16 @@ def profile_with(name: str, **sections) -> dict:
 
 def tiny(**sections) -> dict:
     data = copy.deepcopy(TINY_LINEAR_PROFILE)
-    data["limits"].update(max_model_len=512)
+    data["limits"].update(max_model_len=256)  # the whole KV cache: 64 blocks of 4 tokens
     data["kv"].update(num_blocks=64)
     for section, fields in sections.items():
         data.setdefault(section, {}).update(fields)
     return data
 
 
-SMALL_A100 = profile_with("llama7b_a100", kv={"num_blocks": 60}, limits={"max_num_seqs": 24})
+SMALL_A100 = profile_with(
+    "llama7b_a100", kv={"num_blocks": 60}, limits={"max_num_seqs": 24, "max_model_len": 960}
+)
 
 # (id, env kwargs); each runs with random slot scores and with fixed ones.
 SCENARIOS = [

@@ -157,7 +157,7 @@ def test_bad_profile_file_error_names_the_file(tmp_path):
         "latency: {kind: linear, base_s: 0.001, per_prefill_token_s: 0.0,"
         " per_decode_seq_s: 0.0, per_context_token_s: 0.0}\n"
     )
-    with pytest.raises(ProfileError, match=r"kv\.block_size.*broken_engine\.yaml"):
+    with pytest.raises(ProfileError, match=r"broken_engine\.yaml.*kv\.block_size"):
         load_engine_profile(str(path))
 
 

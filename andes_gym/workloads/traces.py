@@ -3,18 +3,28 @@
 Formats:
 
 - project: header `arrival_s,prompt_tokens,output_tokens` plus optional `ttft_s` and
-  `tds_tok_s`; no other columns. Arrival times are seconds (>= 0, sorted) and are kept
-  as they are; every token count must be a whole number >= 1. A target column that is
-  absent is drawn from a `TargetConfig`.
+  `tds_tok_s`; no other columns. Arrival times are seconds (>= 0, sorted); every token
+  count must be a whole number >= 1. A target column that is absent is drawn from a
+  `TargetConfig`.
 - azure (Azure LLM inference trace): `TIMESTAMP,ContextTokens,GeneratedTokens`, TIMESTAMP
   an ISO-like datetime such as `2023-11-16 18:15:46.6805900` (parsed to microseconds).
 - burstgpt: `Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type`,
   Timestamp in seconds. Optional filters on Model and Log Type.
 
-For the two public formats, times are converted to seconds after the first kept row (so
-the trace starts at 0), extra columns are ignored, and rows with 0 prompt or 0 response
-tokens are dropped and counted in `TraceData.num_dropped`: BurstGPT logs failed requests
-with 0 response tokens, and a request that streams nothing has no QoE to schedule for.
+In every format, times are re-based to seconds after the first (kept) row, so the trace
+starts at 0 and the same requests give the same episode whatever clock the file was
+logged with (epoch seconds, say). The subtraction is done on the decimal text (on the
+datetimes for Azure), so it is exact: a file shifted by 1e15 s reads to the same floats.
+
+For the two public formats, extra columns are ignored, and rows with 0 prompt or 0
+response tokens are dropped and counted in `TraceData.num_dropped`: BurstGPT logs failed
+requests with 0 response tokens, and a request that streams nothing has no QoE to
+schedule for.
+
+Bounds (those of `andes_gym.workloads.spec`): a token count is at most `MAX_TOKENS`
+(2**31 - 1), a time at most `MAX_TIME_S` (1e9 s) after the first row, a TTFT target at
+most `MAX_TIME_S` and a TDS target in (0, `MAX_TDS_TOK_S`]. Files are UTF-8 (a leading
+byte-order mark is dropped).
 
 Every problem in a file raises `TraceError` naming the file, the line number (1-based,
 the header is line 1) and, when one cell or column is at fault, the column.
@@ -23,16 +33,19 @@ the header is line 1) and, when one cell or column is at fault, the column.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
 
+from andes_gym.config_files import ConfigError, read_text
 from andes_gym.workloads.config import TargetConfig
-from andes_gym.workloads.spec import Workload
+from andes_gym.workloads.spec import MAX_TDS_TOK_S, MAX_TIME_S, MAX_TOKENS, Workload
 from andes_gym.workloads.targets import draw_tds, draw_ttft
 
 PROJECT_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
@@ -48,15 +61,21 @@ BURSTGPT_COLUMNS = (
 )
 
 
-class TraceError(ValueError):
-    """A malformed trace file; the message names the file, line and column."""
+class TraceError(ConfigError):
+    """A malformed trace file; the message names the file, line and column.
+
+    Attributes:
+        path: The file (also `source`).
+        line: The 1-based line (the header is line 1).
+        column: The column at fault (also `key`), or None.
+    """
 
     def __init__(self, path: str | Path, line: int, column: str | None, problem: str) -> None:
         where = f"{path}, line {line}" + (f", column {column!r}" if column else "")
-        super().__init__(f"{where}: {problem}")
-        self.path = str(path)
+        super().__init__(f"{where}: {problem}")  # the message already says where
+        self.path = self.source = str(path)
         self.line = line
-        self.column = column
+        self.column = self.key = column
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +84,7 @@ class TraceData:
 
     Attributes:
         path: The file the rows came from.
-        arrival_s: Sorted arrival times in seconds (float64).
+        arrival_s: Sorted arrival times in seconds after the first row (float64).
         prompt_tokens: Prompt lengths (int64, >= 1).
         output_tokens: Output lengths (int64, >= 1).
         ttft_s: TTFT targets from the file, or None when the file has none.
@@ -129,6 +148,10 @@ def _replace_arrivals(trace: TraceData, arrival_s: np.ndarray) -> TraceData:
 # --- cell parsing -------------------------------------------------------------------------
 
 
+# Enough digits to subtract any two finite doubles' decimal texts exactly.
+_EXACT = Context(prec=800)
+
+
 def _parse_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -137,13 +160,34 @@ def _parse_float(text: str) -> float:
 
 
 def _parse_count(text: str) -> int:
-    """A non-negative whole number; '12.0' is accepted (some exports write floats)."""
+    """A whole number in [0, MAX_TOKENS]; '12.0' is accepted (some exports write floats)."""
     value = float(text)
     if not math.isfinite(value) or value != int(value):
         raise ValueError(f"{text!r} is not a whole number")
     if value < 0:
         raise ValueError(f"{text!r} is negative; a token count must be >= 0")
+    if value > MAX_TOKENS:
+        raise ValueError(f"a token count must be at most {MAX_TOKENS} (2**31 - 1)")
     return int(value)
+
+
+def _parse_arrival(text: str) -> Decimal:
+    """A finite arrival time in seconds >= 0, kept as its exact decimal value for re-basing."""
+    _parse_float(text)  # the same syntax and range as a float
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise ValueError("arrival time must be >= 0")
+    return value
+
+
+def _seconds_after(stamp: Decimal | datetime, first: Decimal | datetime) -> float:
+    """`stamp - first` in seconds, exactly rounded once to a float."""
+    if isinstance(stamp, datetime):
+        return (stamp - first) / timedelta(seconds=1)
+    return float(_EXACT.subtract(stamp, first))
 
 
 class _Rows:
@@ -158,43 +202,44 @@ class _Rows:
         strict: bool = False,
     ):
         self.path = path
-        self._file = path.open(newline="", encoding="utf-8")
-        self._reader = csv.reader(self._file)
-        header = next(self._reader, None)
+        try:
+            text = read_text(path, "trace")
+        except ConfigError as exc:  # not UTF-8, or unreadable
+            problem = str(exc).removeprefix(f"{path}, line {exc.line}: ").removeprefix(f"{path}: ")
+            raise TraceError(path, exc.line or 1, None, problem) from None
+        self._reader = csv.reader(io.StringIO(text, newline=""))
+        header = self._next_row()
         while header is not None and not any(cell.strip() for cell in header):
-            header = next(self._reader, None)  # leading blank lines
+            header = self._next_row()  # leading blank lines
         if header is None:
-            self._file.close()
             raise TraceError(path, 1, None, f"empty file, expected a header {list(required)}")
         self.header_line = self._reader.line_num
         names = [cell.strip() for cell in header]
+        known = required + optional
         for name in required:
             if name not in names:
-                self._file.close()
                 raise TraceError(
                     path, self.header_line, name, f"missing column (header is {names})"
                 )
-        if strict:
-            for name in names:
-                if name not in required + optional:
-                    self._file.close()
-                    raise TraceError(
-                        path,
-                        self.header_line,
-                        name,
-                        f"unknown column; expected {list(required + optional)}",
-                    )
-        self.index = {name: names.index(name) for name in required + optional if name in names}
+        for name in names:
+            if strict and name not in known:
+                raise TraceError(
+                    path, self.header_line, name, f"unknown column; expected {list(known)}"
+                )
+            if name in known and names.count(name) > 1:
+                raise TraceError(path, self.header_line, name, "duplicate column")
+        self.index = {name: names.index(name) for name in known if name in names}
         self.names = names
 
-    def __enter__(self) -> _Rows:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._file.close()
+    def _next_row(self) -> list[str] | None:
+        """The next CSV row (None at the end); a CSV syntax error names its line."""
+        try:
+            return next(self._reader, None)
+        except csv.Error as exc:
+            raise TraceError(self.path, self._reader.line_num, None, f"bad CSV: {exc}") from None
 
     def __iter__(self) -> Iterator[tuple[int, list[str]]]:
-        for row in self._reader:
+        while (row := self._next_row()) is not None:
             if not any(cell.strip() for cell in row):
                 continue  # blank line
             line = self._reader.line_num
@@ -216,7 +261,7 @@ class _Rows:
             raise TraceError(self.path, line, column, f"bad value {text!r}: {exc}") from None
 
 
-def _check_sorted(path: Path, lines: list[int], times: list[float], column: str) -> None:
+def _check_sorted(path: Path, lines: list[int], times: list, column: str) -> None:
     for i in range(1, len(times)):
         if times[i] < times[i - 1]:
             raise TraceError(
@@ -228,20 +273,35 @@ def _check_sorted(path: Path, lines: list[int], times: list[float], column: str)
             )
 
 
+def _rebase(
+    path: Path, lines: Sequence[int], stamps: Sequence[Decimal | datetime], column: str
+) -> np.ndarray:
+    """Seconds after the first stamp; a row more than `MAX_TIME_S` after it is an error."""
+    arrivals = np.zeros(len(stamps), dtype=np.float64)
+    for i in range(1, len(stamps)):
+        arrivals[i] = _seconds_after(stamps[i], stamps[0])
+        if arrivals[i] > MAX_TIME_S:
+            raise TraceError(
+                path,
+                lines[i],
+                column,
+                f"{arrivals[i]:.6g} s after the first row (line {lines[0]}): more than the "
+                f"{MAX_TIME_S:g} s a trace may span",
+            )
+    return arrivals
+
+
 def _finish(
     path: Path,
-    arrival_s: Sequence[float],
+    arrival_s: np.ndarray,
     prompt: Sequence[int],
     output: Sequence[int],
     *,
     dropped: int,
     ttft_s: Sequence[float] | None = None,
     tds_tok_s: Sequence[float] | None = None,
-    rebase: bool,
 ) -> TraceData:
     arrivals = np.asarray(arrival_s, dtype=np.float64)
-    if rebase and len(arrivals):
-        arrivals = arrivals - arrivals[0]
     return TraceData(
         path=str(path),
         arrival_s=arrivals,
@@ -263,17 +323,12 @@ def _parse_positive_count(text: str) -> int:
     return value
 
 
-def _parse_arrival(text: str) -> float:
-    value = _parse_float(text)
-    if value < 0:
-        raise ValueError("arrival time must be >= 0")
-    return value
-
-
 def _parse_target(text: str) -> float:
     value = _parse_float(text)
     if value < 0:
         raise ValueError("target must be >= 0")
+    if value > MAX_TIME_S:
+        raise ValueError(f"a TTFT target must be at most {MAX_TIME_S:g} s")
     return value
 
 
@@ -281,6 +336,8 @@ def _parse_speed(text: str) -> float:
     value = _parse_float(text)
     if value <= 0:
         raise ValueError("speed must be > 0")
+    if value > MAX_TDS_TOK_S:
+        raise ValueError(f"a TDS target must be at most {MAX_TDS_TOK_S:g} tok/s")
     return value
 
 
@@ -288,8 +345,7 @@ def _read_columns(
     rows: _Rows, parse_row: Callable[[_Rows, int, list[str]], tuple]
 ) -> tuple[list[int], list[tuple]]:
     """Parses every data row of `rows`; returns the line numbers and the parsed columns."""
-    with rows:
-        parsed = [(line, parse_row(rows, line, row)) for line, row in rows]
+    parsed = [(line, parse_row(rows, line, row)) for line, row in rows]
     lines = [line for line, _ in parsed]
     width = len(parsed[0][1]) if parsed else 0
     return lines, [tuple(values[k] for _, values in parsed) for k in range(width)]
@@ -306,8 +362,9 @@ def read_project_trace(path: str | Path) -> TraceData:
         The rows; `ttft_s` / `tds_tok_s` are None when their column is absent.
 
     Raises:
-        TraceError: On an empty file, a missing or unknown column, a non-numeric cell, a
-            negative time or count, a zero token count, or unsorted arrival times.
+        TraceError: On a file that is not UTF-8 CSV, an empty file, a missing, unknown or
+            duplicate column, a non-numeric cell, a value out of range (see the module
+            docstring), a zero token count, or unsorted arrival times.
     """
     path = Path(path)
     rows = _Rows(path, PROJECT_COLUMNS, PROJECT_TARGET_COLUMNS, strict=True)
@@ -324,17 +381,16 @@ def read_project_trace(path: str | Path) -> TraceData:
         )
 
     lines, columns = _read_columns(rows, parse_row)
-    arrivals, prompt, output, ttft, tds = columns or ([], [], [], [], [])
-    _check_sorted(path, lines, arrivals, "arrival_s")
+    stamps, prompt, output, ttft, tds = columns or ([], [], [], [], [])
+    _check_sorted(path, lines, stamps, "arrival_s")
     return _finish(
         path,
-        arrivals,
+        _rebase(path, lines, stamps, "arrival_s"),
         prompt,
         output,
         dropped=0,
         ttft_s=ttft if has_ttft else None,
         tds_tok_s=tds if has_tds else None,
-        rebase=False,
     )
 
 
@@ -358,13 +414,14 @@ def read_azure_trace(path: str | Path) -> TraceData:
         generated tokens are dropped and counted.
 
     Raises:
-        TraceError: On an empty file, a missing column, a bad cell, or unsorted times.
+        TraceError: On a file that is not UTF-8 CSV, an empty file, a missing or
+            duplicate column, a bad or out-of-range cell, or unsorted times.
     """
     path = Path(path)
 
     def parse_row(rows: _Rows, line: int, row: list[str]) -> tuple:
         return (
-            rows.cell(line, row, "TIMESTAMP", _parse_datetime).timestamp(),
+            rows.cell(line, row, "TIMESTAMP", _parse_datetime),
             rows.cell(line, row, "ContextTokens", _parse_count),
             rows.cell(line, row, "GeneratedTokens", _parse_count),
             True,
@@ -390,8 +447,9 @@ def read_burstgpt_trace(
         tokens), 0-prompt rows and filtered-out rows are dropped and counted.
 
     Raises:
-        TraceError: On an empty file, a missing column, a bad cell, a negative time, or
-            unsorted times.
+        TraceError: On a file that is not UTF-8 CSV, an empty file, a missing or
+            duplicate column, a bad or out-of-range cell, a negative time, or unsorted
+            times.
     """
     path = Path(path)
 
@@ -418,13 +476,13 @@ def _external_trace(path: Path, lines: list[int], columns: list[tuple], time_col
     prompt_arr = np.asarray(prompt, dtype=np.int64)
     output_arr = np.asarray(output, dtype=np.int64)
     keep = np.asarray(wanted, dtype=bool) & (prompt_arr > 0) & (output_arr > 0)
+    kept = np.flatnonzero(keep)
     return _finish(
         path,
-        np.asarray(stamps, dtype=np.float64)[keep],
+        _rebase(path, [lines[i] for i in kept], [stamps[i] for i in kept], time_column),
         prompt_arr[keep],
         output_arr[keep],
         dropped=int(len(keep) - keep.sum()),
-        rebase=True,
     )
 
 
@@ -468,7 +526,9 @@ def write_trace_csv(workload: Workload, path: str | Path) -> None:
     """Writes a workload in the project format, with both target columns.
 
     Floats are written with `repr`, the shortest text that reads back to the same double,
-    so `read_trace_workload(path)` returns a workload equal to `workload`.
+    so `read_trace_workload(path)` returns `workload` with every arrival time moved back by
+    the first one (the reader re-bases; times are equal to within a rounding of the
+    subtraction, every other field is equal).
 
     Args:
         workload: The workload to write.
@@ -558,7 +618,10 @@ def read_trace_workload(
 
     Raises:
         TraceError: On a malformed file.
+        ConfigError: If the file holds no request (a header only).
         ValueError: If the file lacks targets and no `targets`/`rng` was given.
     """
     trace = read_project_trace(path)
+    if len(trace) == 0:
+        raise ConfigError("the trace holds no requests (a header only)", source=path)
     return trace_to_workload(trace, rng, targets, name=name or Path(path).stem)
