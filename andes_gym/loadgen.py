@@ -13,7 +13,7 @@ in `vllm_xargs` (`ttft_s`, `tds_tok_s`; vLLM passes them to the scheduler hook a
 computes each request's QoE in all variants with `andes_gym.qoe.qoe`, measured from the
 request's scheduled arrival (so time a request waits for a client slot counts against it).
 A request that errors or is still streaming when the time limit ends gets the lower bound
-of ANDES_SPEC §1 (missing tokens delivered at the end of the window). Results:
+of docs/ANDES.md §1 (missing tokens delivered at the end of the window). Results:
 `requests.csv` (per request), `summary.csv` / `summary.json` (`andes_gym.metrics` fields)
 in `--out`, and a table on stdout. Preemptions are not visible to a client (reported NaN).
 
@@ -45,9 +45,22 @@ from pathlib import Path
 
 import numpy as np
 
+from andes_gym.extras import require
 from andes_gym.metrics import RequestMetrics, summarize
 from andes_gym.qoe import qoe
 from andes_gym.workloads.spec import Workload
+
+
+class ServerUnreachableError(ConnectionError):
+    """No OpenAI-compatible server answers at the base URL."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(
+            f"no server answers at {base_url} ({reason}); start one with "
+            "`python -m andes_gym.serve --policy andes --port 8000` (or point --base-url at "
+            "a running server)"
+        )
+        self.base_url = base_url
 
 
 @dataclass
@@ -98,7 +111,7 @@ def _tokens_in_chunk(chunk: dict) -> int:
 
 
 async def _stream_one(session, url: str, payload: dict, rec: StreamRecord, t0: float) -> None:
-    import aiohttp
+    aiohttp = require("aiohttp", "the load generator (python -m andes_gym.loadgen)")
 
     rec.sent_s = time.monotonic() - t0
     try:
@@ -136,7 +149,7 @@ async def _replay(
     time_limit_s: float,
     extra_body: dict,
 ) -> tuple[list[StreamRecord], float]:
-    import aiohttp
+    aiohttp = require("aiohttp", "the load generator (python -m andes_gym.loadgen)")
 
     base = base_url.rstrip("/")
     connector = aiohttp.TCPConnector(limit=max_concurrency)
@@ -153,8 +166,16 @@ async def _replay(
         for i in range(len(workload))
     ]
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        if model is None:
-            model = await _first_model(session, base)
+        # Asked even with --model: a missing server is one clear error, not N failed streams.
+        try:
+            served = await _first_model(session, base)
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.InvalidURL) as exc:
+            raise ServerUnreachableError(base, f"{type(exc).__name__}: {exc}") from None
+        except (aiohttp.ClientError, RuntimeError, ValueError):
+            if model is None:
+                raise
+            served = model  # a server without a usable GET /models; --model names it
+        model = model or served
         slots = asyncio.Semaphore(max_concurrency)
         t0 = time.monotonic()
 
@@ -188,11 +209,25 @@ async def _replay(
 
 
 async def _first_model(session, base: str) -> str:
+    """The first model `GET {base}/models` lists.
+
+    Raises:
+        aiohttp.ClientConnectionError: Nothing answers (passed on).
+        RuntimeError: The answer is not an OpenAI-compatible model list.
+    """
+    import aiohttp
+
     async with session.get(f"{base}/models") as resp:
         if resp.status != 200:
-            raise RuntimeError(f"GET {base}/models returned HTTP {resp.status}")
-        data = await resp.json()
-    models = [m["id"] for m in data.get("data", [])]
+            hint = " (does --base-url end with /v1?)" if resp.status == 404 else ""
+            raise RuntimeError(f"GET {base}/models returned HTTP {resp.status}{hint}")
+        try:
+            data = await resp.json()
+            models = [m["id"] for m in data.get("data", [])]
+        except (aiohttp.ContentTypeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RuntimeError(
+                f"GET {base}/models is not an OpenAI model list ({type(exc).__name__}: {exc})"
+            ) from None
     if not models:
         raise RuntimeError(f"GET {base}/models lists no model")
     return models[0]
@@ -355,6 +390,22 @@ def _load_workload(name: str, seed: int, num_requests: int | None, rate_scale: f
     return wl
 
 
+def _bounded(kind: type, low: float, inclusive: bool = True):
+    """An argparse type: a `kind` number >= `low` (> `low` when not `inclusive`)."""
+    relation = ">=" if inclusive else ">"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value >= low if inclusive else value > low) or value != value:
+            raise argparse.ArgumentTypeError(f"must be {relation} {low:g}, got {text}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m andes_gym.loadgen",
@@ -370,34 +421,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", required=True, help="workload preset name or YAML path")
     parser.add_argument("--seed", type=int, default=0, help="workload and prompt seed")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--num-requests", type=int, help="send only the first N requests")
     parser.add_argument(
-        "--rate-scale", type=float, default=1.0, help="arrivals this many times faster"
+        "--num-requests", type=_bounded(int, 1), help="send only the first N (>= 1) requests"
+    )
+    parser.add_argument(
+        "--rate-scale",
+        type=_bounded(float, 0, inclusive=False),
+        default=1.0,
+        help="arrivals this many times faster",
     )
     parser.add_argument("--model", help="model name (default: the first of GET /models)")
     parser.add_argument(
-        "--vocab-size", type=int, default=512, help="prompt token ids are below this"
+        "--vocab-size", type=_bounded(int, 2), default=512, help="prompt token ids are below this"
     )
     parser.add_argument(
-        "--max-concurrency", type=int, default=256, help="most open streams at once"
+        "--max-concurrency", type=_bounded(int, 1), default=256, help="most open streams at once"
     )
     parser.add_argument(
-        "--time-limit-s", type=float, default=600.0, help="wall-clock limit of the replay"
+        "--time-limit-s",
+        type=_bounded(float, 0, inclusive=False),
+        default=600.0,
+        help="wall-clock limit of the replay",
     )
     args = parser.parse_args(argv)
-    workload = _load_workload(args.workload, args.seed, args.num_requests, args.rate_scale)
+    try:
+        workload = _load_workload(args.workload, args.seed, args.num_requests, args.rate_scale)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: workload {args.workload!r}: {exc}", file=sys.stderr)
+        return 2
     print(
-        f"replaying {len(workload)} requests of {args.workload!r} (seed {args.seed}) against {args.base_url}"
+        f"replaying {len(workload)} requests of {args.workload!r} (seed {args.seed}) "
+        f"against {args.base_url}"
     )
-    result = replay(
-        args.base_url,
-        workload,
-        seed=args.seed,
-        model=args.model,
-        vocab_size=args.vocab_size,
-        max_concurrency=args.max_concurrency,
-        time_limit_s=args.time_limit_s,
-    )
+    try:
+        result = replay(
+            args.base_url,
+            workload,
+            seed=args.seed,
+            model=args.model,
+            vocab_size=args.vocab_size,
+            max_concurrency=args.max_concurrency,
+            time_limit_s=args.time_limit_s,
+        )
+    except (ServerUnreachableError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     write_results(result, args.out)
     print(format_summary(result.summary))
     print(f"saved {Path(args.out) / 'requests.csv'} and summary.csv")

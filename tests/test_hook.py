@@ -70,6 +70,41 @@ class CyclingBrokenPolicy(Policy):
         return self.fcfs.decide(candidates, capacity)
 
 
+class EmptyPolicy(Policy):
+    """Selects nothing: serving would starve."""
+
+    name = "empty"
+
+    def decide(self, candidates, capacity):
+        n = len(candidates)
+        return Decision(selected=np.zeros(n, dtype=bool), order=np.zeros(0, dtype=np.int64))
+
+
+class ExitingPolicy(Policy):
+    """Raises SystemExit, as a policy calling sys.exit() would."""
+
+    name = "exiting"
+
+    def decide(self, candidates, capacity):
+        raise SystemExit(3)
+
+
+class SlowPolicy(Policy):
+    """Decides FCFS's way, after `delay_s` of sleep."""
+
+    name = "slow"
+
+    def __init__(self, delay_s: float = 0.03) -> None:
+        self.delay_s = delay_s
+        self.fcfs = make_policy("fcfs")
+
+    def decide(self, candidates, capacity):
+        import time
+
+        time.sleep(self.delay_s)
+        return self.fcfs.decide(candidates, capacity)
+
+
 def _point(n: int = 6, blocks_each: int = 4, total_blocks: int = 12, max_seqs: int = 8):
     """A contested decision point: n waiting requests that do not all fit."""
     state = QoEState.new(np.linspace(0.0, 0.05, n), 0.05, 100.0)
@@ -171,6 +206,76 @@ def test_policy_runner_returns_none_when_the_fallback_fails_too():
     assert runner.decide(candidates, capacity) is None
 
 
+def test_policy_runner_falls_back_on_an_empty_selection_and_logs_it(caplog):
+    candidates, capacity = _point()
+    runner = PolicyRunner(EmptyPolicy(), make_policy("fcfs"))
+    fcfs = make_policy("fcfs").decide(candidates, capacity)
+    with caplog.at_level(logging.ERROR, logger="andes_gym.hook"):
+        for _ in range(3):
+            decision = runner.decide(candidates, capacity)
+            np.testing.assert_array_equal(decision.order, fcfs.order)
+    assert runner.failures == {"empty: empty selection": 3}
+    assert runner.fallbacks_by_reason["empty_selection"] == 3 and runner.num_fallbacks == 3
+    lines = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(lines) == 1 and "selects nothing" in lines[0]  # rate-limited: once
+
+
+def test_policy_runner_survives_system_exit_but_not_keyboard_interrupt(caplog):
+    candidates, capacity = _point()
+    runner = PolicyRunner(ExitingPolicy(), make_policy("fcfs"))
+    with caplog.at_level(logging.ERROR, logger="andes_gym.hook"):
+        decision = runner.decide(candidates, capacity)
+    check_decision(decision, candidates, capacity)
+    assert runner.failures == {"exiting: policy raised SystemExit": 1}
+    assert runner.fallbacks_by_reason["raised"] == 1
+    assert any("SystemExit" in r.getMessage() for r in caplog.records)
+
+    class Interrupted(Policy):
+        name = "interrupted"
+
+        def decide(self, candidates, capacity):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        PolicyRunner(Interrupted(), make_policy("fcfs")).decide(candidates, capacity)
+
+
+def test_a_decision_past_its_budget_is_dropped_for_fcfs_and_counted(caplog):
+    from andes_gym.engine_bridge.candidates_vllm import DecisionPoint
+    from andes_gym.engine_bridge.runtime import HookRuntime
+
+    candidates, capacity = _point()
+    runtime = HookRuntime(HookConfig(decision_budget_ms=5.0), serve=False)
+    runtime.use_policy(SlowPolicy(delay_s=0.03))
+    with caplog.at_level(logging.WARNING, logger="andes_gym.hook"):
+        for _ in range(2):
+            decision = runtime.decide(DecisionPoint(candidates, capacity, requests=[]))
+            check_decision(decision, candidates, capacity)
+    stats = runtime.stats()
+    assert stats["decision_budget_ms"] == 5.0
+    assert stats["fallbacks"] == 2 and stats["decisions"] == 2
+    assert stats["fallbacks_by_reason"] == {
+        "raised": 0,
+        "invalid_decision": 0,
+        "empty_selection": 0,
+        "over_budget": 2,
+    }
+    late = [r.getMessage() for r in caplog.records if "budget" in r.getMessage()]
+    assert len(late) == 1 and "'slow'" in late[0] and "5 ms" in late[0]
+    # Within its budget, the same policy's decisions are used.
+    runtime.use_policy(SlowPolicy(delay_s=0.0), decision_budget_ms=1000.0)
+    runtime.decide(DecisionPoint(candidates, capacity, requests=[]))
+    assert runtime.stats()["fallbacks"] == 0
+
+
+def test_decision_budget_defaults_to_50_ms_and_rejects_bad_values():
+    assert HookConfig().decision_budget_ms == 50.0
+    assert HookConfig(decision_budget_ms=None).decision_budget_ms is None
+    for bad in (0, -1.0, float("nan"), "fast", True):
+        with pytest.raises(ValueError, match="decision_budget_ms"):
+            HookConfig.from_dict({"decision_budget_ms": bad})
+
+
 def test_failure_kind_of_plain_exceptions():
     assert failure_kind(ZeroDivisionError()) == "policy raised ZeroDivisionError"
 
@@ -262,6 +367,40 @@ def test_hook_admits_in_decision_order_holds_back_and_preempts(vllm_engine):
     finally:
         abort_all(engine)
     assert scheduler.get_num_unfinished_requests() == 0 and ledger.rows == {}
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("policy_cls", [EmptyPolicy, ExitingPolicy])
+def test_serving_survives_a_starving_or_exiting_policy(vllm_engine, policy_cls):
+    """Serving mode on the session engine: every request finishes, by FCFS fallbacks."""
+    from vllm import SamplingParams, TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    from andes_gym.engine_bridge.engine import abort_all
+
+    engine, scheduler = vllm_engine.engine, vllm_engine.scheduler
+    runtime = scheduler.andes_gym
+    runtime.use_policy(policy_cls(), skip_uncontested=False)
+    params = SamplingParams(
+        max_tokens=6, ignore_eos=True, detokenize=False, output_kind=RequestOutputKind.DELTA
+    )
+    try:
+        for i in range(12):
+            prompt = TokensPrompt(prompt_token_ids=[1 + (5 * i + j) % 400 for j in range(40)])
+            engine.add_request(f"{policy_cls.name}-{i}", prompt, params)
+        for _ in range(400):
+            if not scheduler.get_num_unfinished_requests():
+                break
+            engine.step()
+        assert scheduler.get_num_unfinished_requests() == 0, "serving starved"
+        assert int(runtime.ledger.num_tokens.sum()) == 12 * 6
+        stats = runtime.stats()
+        reason = "empty_selection" if policy_cls is EmptyPolicy else "raised"
+        assert stats["fallbacks_by_reason"][reason] == stats["fallbacks"] > 0
+    finally:
+        abort_all(engine)
+        runtime.runner = None  # back to environment mode for the other tests
 
 
 def _run_subprocess(code_or_args: list[str], env_vars: dict, timeout_s: float = 300):

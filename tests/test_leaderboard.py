@@ -291,3 +291,76 @@ def test_exported_checkpoint_runs_beside_baselines(tmp_path):
     assert burst["gain_net"]["num_decisions"] > 0
     assert all(rec["cell"]["policy_digest"] for rec in res.records if rec["policy"] == "gain_net")
     assert "gain_net.onnx" in res.markdown and "andes_gym/Surrogate-v0" in res.markdown
+
+
+# ------------------------------------------------------------------ concurrent writers
+def test_outputs_are_written_atomically(tmp_path, monkeypatch):
+    """A write that fails half-way leaves the previous file whole and no temporary file."""
+    import os
+
+    from andes_gym.board import report
+
+    path = tmp_path / "episodes.csv"
+    report.write_csv(path, [{"a": 1}], ["a"])
+    before = path.read_text()
+
+    class Broken(dict):
+        def get(self, key, default=None):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        report.write_csv(path, [{"a": 2}] * 100 + [Broken()], ["a"])
+    assert path.read_text() == before
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append((a, b)), real_replace(a, b)))
+    report.write_json(tmp_path / "results.json", [{"mean_qoe": 0.5}])
+    report.write_requests_csv(tmp_path / "requests.csv", [])
+    report.write_text(tmp_path / "board.md", "# Leaderboard\n")
+    assert [Path(b).name for _, b in replaced] == ["results.json", "requests.csv", "board.md"]
+    assert all(Path(a).parent == tmp_path for a, _ in replaced)
+    assert json.loads((tmp_path / "results.json").read_text()) == [{"mean_qoe": 0.5}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "board.md",
+        "episodes.csv",
+        "requests.csv",
+        "results.json",
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_a_second_board_on_the_same_out_dir_is_refused(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "board"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from andes_gym.board.report import lock_out_dir\n"
+            "with lock_out_dir(Path(sys.argv[1])):\n"
+            "    print('locked', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code = main(["--suite", "smoke", "--policies", "fcfs", "--seeds", "0", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert str(out) in err and f"pid {holder.pid}" in err, err
+        assert not (out / "cells").exists()  # nothing ran
+    finally:
+        holder.kill()
+        holder.wait()
+    # Once the holder is gone (killed, even), the directory is free again.
+    from andes_gym.board.report import lock_out_dir
+
+    with lock_out_dir(out):
+        assert (out / ".lock").read_text().strip() == str(os.getpid())

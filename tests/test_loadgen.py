@@ -210,3 +210,34 @@ def test_score_counts_missing_tokens_at_the_window_end():
     )
     assert metrics.ttft_s[0] == pytest.approx(1.0)
     assert summary["num_unfinished"] == 1
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "many"])
+def test_cli_rejects_a_request_count_below_one(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(
+            ["--base-url", "http://127.0.0.1:9/v1", "--workload", "bursty_2x_cpu"]
+            + ["--out", str(tmp_path), "--num-requests", bad]
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--num-requests" in err and ("must be >= 1" in err or "not a number" in err)
+
+
+@pytest.mark.timeout(120)
+def test_cli_without_a_server_says_so_in_one_line(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    for model in ([], ["--model", "m"]):  # with --model, GET /models is still the probe
+        args = ["--base-url", url, "--workload", "bursty_2x_cpu", "--num-requests", "3"]
+        code = main([*args, "--out", str(tmp_path / "out"), *model])
+        assert code != 0
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert url in lines[0] and "python -m andes_gym.serve" in lines[0]
+    assert not (tmp_path / "out").exists()  # nothing written

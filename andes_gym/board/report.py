@@ -1,13 +1,23 @@
-"""Leaderboard outputs: results.json, CSVs, and the Markdown ranking and capacity tables."""
+"""Leaderboard outputs: results.json, CSVs, and the Markdown ranking and capacity tables.
+
+Every output file is written atomically (a temporary file in the same directory, then
+`os.replace`), so a reader, or a board killed mid-write, never leaves a torn file; and a
+board holds `lock_out_dir` on its output directory while it runs, so two boards never
+write into one `--out`.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-from collections.abc import Iterable, Sequence
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
 from andes_gym.board.capacity import CapacityOutcome
 from andes_gym.board.cells import RESULT_FIELDS, ROW_KEYS, sort_key
@@ -45,14 +55,83 @@ def result_rows(records: Iterable[dict]) -> list[dict]:
     return sorted(rows, key=sort_key)
 
 
+LOCK_NAME = ".lock"
+
+
+class BoardLockedError(RuntimeError):
+    """Another leaderboard run holds the output directory."""
+
+
+@contextmanager
+def lock_out_dir(out: Path) -> Iterator[None]:
+    """Holds an exclusive lock on `out` (the file `out/.lock`) for a board's whole run.
+
+    A non-blocking `fcntl.flock`: the lock goes with the process (released when it ends,
+    even if killed), and the file keeps the holder's pid for the error message. Where
+    `fcntl` does not exist (Windows), no lock is taken.
+
+    Raises:
+        BoardLockedError: When another process (or another board in this one) holds it,
+            naming the directory and the holder's pid.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (not POSIX)
+        yield
+        return
+    path = Path(out) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise BoardLockedError(
+                f"{out} is in use by another leaderboard run (pid {holder}, lock file {path}); "
+                "wait for it to end or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
+def atomic_open(path: Path) -> Iterator[TextIO]:
+    """A text file that replaces `path` only once it is completely written.
+
+    Writes to a uniquely named temporary file beside `path` and `os.replace`s it onto
+    `path` when the block ends without an error (else removes it), so a reader sees the
+    old file or the new one, never a part.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("x", newline="", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """`path.write_text(text)`, atomically (`atomic_open`)."""
+    with atomic_open(path) as f:
+        f.write(text)
+
+
 def write_json(path: Path, data) -> None:
-    """Standard JSON (no NaN: non-finite numbers are written as null)."""
-    path.write_text(json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
+    """Standard JSON (no NaN: non-finite numbers are written as null), atomically."""
+    write_text(path, json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_csv(path: Path, rows: Sequence[dict], fields: Sequence[str]) -> None:
-    """A CSV with `fields` as header; None is written as an empty cell."""
-    with path.open("w", newline="", encoding="utf-8") as f:
+    """A CSV with `fields` as header; None is written as an empty cell (atomically)."""
+    with atomic_open(path) as f:
         writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
@@ -60,10 +139,13 @@ def write_csv(path: Path, rows: Sequence[dict], fields: Sequence[str]) -> None:
 
 
 def write_requests_csv(path: Path, records: Iterable[dict]) -> int:
-    """Per-request metrics of every OK cell, keyed by policy, workload, seed; returns rows."""
+    """Per-request metrics of every OK cell, keyed by policy, workload, seed; returns rows.
+
+    Written atomically (`atomic_open`).
+    """
     columns: list[str] | None = None
     count = 0
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         writer = csv.writer(f)
         for rec in sorted(records, key=sort_key):
             reqs = rec.get("requests") or {}
@@ -203,7 +285,7 @@ def ranking_markdown(rows: Sequence[dict], workload_order: Sequence[str]) -> str
         )
     parts.append(
         "Mean QoE is the paper's delay form; the fixed variant is monotone in every "
-        "token's delay (ANDES_SPEC §1). 95% CI: Student t over seeds (one value per seed).\n"
+        "token's delay (docs/ANDES.md §1). 95% CI: Student t over seeds (one value per seed).\n"
     )
     return "\n".join(parts)
 

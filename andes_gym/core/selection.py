@@ -165,14 +165,21 @@ def check_decision(decision: Decision, candidates: Candidates, capacity: Capacit
     """Checks the invariants every decision must satisfy.
 
     Raises:
-        InvalidDecision: Naming the broken invariant: shapes, a candidate listed twice or
-            missing from `order`, the KV capacity or the batch limit exceeded.
+        InvalidDecision: Naming the broken invariant: not a `Decision`, shapes, a
+            candidate listed twice or missing from `order`, the KV capacity or the batch
+            limit exceeded, or an empty selection while a candidate would fit (nothing
+            would run, so the engine would stall on the same decision point forever).
     """
+    if not isinstance(decision, Decision):
+        raise InvalidDecision(f"a policy must return a Decision, got {type(decision).__name__}")
     n = len(candidates)
     sel = np.asarray(decision.selected)
     if sel.shape != (n,) or sel.dtype != bool:
         raise InvalidDecision(f"selected must be a bool array of shape ({n},), got {sel.shape}")
     order = np.asarray(decision.order)
+    if order.dtype.kind not in "iu" and not (order.size == 0 and order.dtype.kind == "f"):
+        raise InvalidDecision(f"order must hold integer indices, got dtype {order.dtype}")
+    order = order.astype(np.int64, copy=False)
     if order.ndim != 1 or (len(order) and (order.min() < 0 or order.max() >= n)):
         raise InvalidDecision(f"order must index the {n} candidates, got {order!r}")
     if len(np.unique(order)) != len(order):
@@ -187,4 +194,19 @@ def check_decision(decision: Decision, candidates: Candidates, capacity: Capacit
     if len(order) > capacity.max_num_seqs:
         raise InvalidDecision(
             f"selection runs {len(order)} requests, max_num_seqs is {capacity.max_num_seqs}"
+        )
+    if not len(order) and n:
+        _check_nothing_fits(candidates, capacity)
+
+
+def _check_nothing_fits(candidates: Candidates, capacity: Capacity) -> None:
+    """Raises when an empty selection leaves out a candidate that would run alone."""
+    fits = candidates.kv_blocks_needed <= capacity.total_kv_blocks
+    if capacity.max_num_seqs >= 1 and fits.any():
+        first = int(np.argmax(fits))
+        raise InvalidDecision(
+            f"the decision selects nothing of {len(candidates)} candidates although "
+            f"candidate {first} ({int(candidates.kv_blocks_needed[first])} KV blocks of "
+            f"{capacity.total_kv_blocks}) would fit: nothing would run, and the engine "
+            "would stall on this decision point"
         )

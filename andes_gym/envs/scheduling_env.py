@@ -116,7 +116,9 @@ class SchedulingEnv(gym.Env):
             The same tuple as `step`.
 
         Raises:
-            InvalidDecision: When the decision breaks the selection rule's invariants.
+            InvalidDecision: When the decision breaks the selection rule's invariants
+                (`check_decision`), including an empty selection while a candidate would
+                fit: nothing would run, and the episode would never advance.
         """
         if self._ctx is None:
             if not self._final_pending:
@@ -195,14 +197,44 @@ class SchedulingEnv(gym.Env):
 
     # ---------------------------------------------------------------- internals
     def _check_action(self, action) -> np.ndarray:
+        """The action as float64 slot scores, or a ValueError naming what is wrong.
+
+        Gymnasium leaves invalid actions to each environment; here every entry must be a
+        real number in the action space's [-1, 1] (an out-of-range score is rejected,
+        not clipped: clipping would silently turn distinct scores into ties), and NaN or
+        infinite entries are rejected (they have no order).
+
+        Raises:
+            ValueError: For a wrong shape, a dtype that is not real numbers, or an entry
+                that is not finite or outside [-1, 1]; naming the expected shape or range.
+        """
         k = self.feature_spec.k_slots
-        arr = np.asarray(action, dtype=np.float64)
+        expected = f"shape ({k},) (one score per slot) of real numbers in [-1, 1]"
+        try:
+            raw = np.asarray(action)
+            if raw.dtype.kind not in "biufO":
+                raise TypeError(f"dtype {raw.dtype}")
+            arr = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"action must be an array of {expected}; got {type(action).__name__} that is "
+                f"not real numbers ({exc})"
+            ) from None
         if arr.shape != (k,):
-            raise ValueError(f"action must have shape ({k},) (one score per slot), got {arr.shape}")
-        finite = np.isfinite(arr)
-        if not finite.all():
-            bad = int(np.argmax(~finite))
-            raise ValueError(f"action[{bad}] = {arr[bad]} is not finite; scores must be numbers")
+            raise ValueError(f"action must have {expected}; got shape {arr.shape}")
+        # One min/max pass on the hot path of training; NaN fails both comparisons.
+        if not (arr.min() >= -1.0 and arr.max() <= 1.0):
+            finite = np.isfinite(arr)
+            if not finite.all():
+                bad = int(np.argmax(~finite))
+                raise ValueError(
+                    f"action[{bad}] = {arr[bad]} is not finite; scores must be numbers in [-1, 1]"
+                )
+            bad = int(np.argmax((arr < -1.0) | (arr > 1.0)))
+            raise ValueError(
+                f"action[{bad}] = {arr[bad]} is outside the action space [-1, 1] "
+                f"(Box(-1, 1, ({k},))); clip or rescale the scores"
+            )
         return arr
 
     def _slot_scores_to_candidates(self, action) -> np.ndarray:
@@ -232,7 +264,7 @@ class SchedulingEnv(gym.Env):
         """Sum over arrived requests of the QoE if their missing tokens arrived now.
 
         Rewards are differences of this potential, so an episode's return is the mean QoE
-        over the workload (with unfinished requests at their ANDES_SPEC §1 lower bound).
+        over the workload (with unfinished requests at their docs/ANDES.md §1 lower bound).
         """
         wl = self.workload
         now = self.backend.now_s

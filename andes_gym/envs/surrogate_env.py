@@ -63,7 +63,9 @@ class SurrogateEnv(SchedulingEnv):
     room, skipping those that do not fit; running requests left out are preempted. The
     live vLLM environment and the engine hook use the same rule. Candidates beyond the K
     slots get scores below every slot, oldest first. Scores of empty slots are ignored.
-    An action of the wrong shape, or with NaN or infinite entries, raises ValueError.
+    An action of the wrong shape, not of real numbers, or with an entry that is NaN,
+    infinite or outside [-1, 1] raises ValueError (out-of-range scores are rejected, not
+    clipped; stable-baselines3 and RLlib clip to the action space before stepping).
 
     ## Observation Space
 
@@ -109,7 +111,7 @@ class SurrogateEnv(SchedulingEnv):
 
     A dense, potential-based reward. With `Phi(t)` the sum over the requests arrived by
     engine time `t` of their QoE if every token still missing arrived at `t` (the final
-    QoE for finished requests; the ANDES_SPEC lower bound for the others) and N the
+    QoE for finished requests; the docs/ANDES.md §1 lower bound for the others) and N the
     number of requests in the workload,
 
         r = (Phi(t_after) - Phi(t_before)) / N,   Phi(0) = 0,
