@@ -93,8 +93,10 @@ def export_run(run_dir: str | Path, out: str | Path, ckpt_dir: str | Path | None
     Raises:
         CheckpointError / ConfigError: For a missing or malformed run or checkpoint.
     """
-    import onnx
-    import torch
+    from andes_gym.extras import require
+
+    onnx = require("onnx", "exporting a policy (python -m andes_gym.export)", "train")
+    torch = require("torch", "exporting a policy (python -m andes_gym.export)", "train")
 
     import andes_gym
     from andes_gym.training import checkpoint as ckpt
@@ -173,6 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint directory (default: checkpoints/best if kept, else the newest)",
     )
     args = parser.parse_args(argv)
+    from andes_gym.extras import MissingExtraError, require
+
+    try:
+        require("torch", "exporting a policy (python -m andes_gym.export)", "train")
+    except MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from andes_gym.training.checkpoint import CheckpointError
     from andes_gym.training.config import ConfigError
 

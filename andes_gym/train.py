@@ -89,6 +89,14 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> int:
         callbacks: Extra SB3 callbacks (tests use one to simulate Ctrl-C).
     """
     args = _parser().parse_args(argv)
+    from andes_gym.extras import MissingExtraError, require
+
+    try:
+        require("torch", "training (python -m andes_gym.train)")
+        require("stable_baselines3", "training (python -m andes_gym.train)")
+    except MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from andes_gym.training.checkpoint import CheckpointError
 
     try:
@@ -99,10 +107,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> int:
 
 
 def _run(args, extra_callbacks: list, argv: list[str] | None) -> int:
-    from andes_gym.extras import require
-
-    torch = require("torch", "training (python -m andes_gym.train)")
-    require("stable_baselines3", "training (python -m andes_gym.train)")
+    import torch
 
     from andes_gym.training import checkpoint as ckpt
     from andes_gym.training import factory

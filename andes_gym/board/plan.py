@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from andes_gym.board.cells import Cell, file_digest, policy_is_oracle, policy_label
 from andes_gym.board.suite import PolicySpec, ResolvedWorkload
@@ -58,7 +59,7 @@ def policy_entries(specs: Sequence[PolicySpec | str]) -> list[PolicyEntry]:
                 spec=spec.policy,
                 kwargs=dict(spec.kwargs),
                 oracle=policy_is_oracle(spec.policy),
-                digest=file_digest(spec.policy) if spec.policy.endswith(".onnx") else "",
+                digest=_checkpoint_digest(spec.policy) if spec.policy.endswith(".onnx") else "",
             )
         )
     labels = [e.label for e in entries]
@@ -66,6 +67,23 @@ def policy_entries(specs: Sequence[PolicySpec | str]) -> list[PolicyEntry]:
     if dupes:
         raise ValueError(f"two policies share the label(s) {dupes}; give them distinct labels")
     return entries
+
+
+def _checkpoint_digest(path: str) -> str:
+    """sha256 prefix of an exported policy.
+
+    Raises:
+        FileNotFoundError: When the file does not exist (a relative path is read from the
+            current directory; the cpu-live suite names one of the source checkout).
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"policy checkpoint {path} not found (relative paths are read from the current "
+            f"directory, {Path.cwd()}); a suite that names a checkpoint of the source "
+            "checkout, like cpu-live, runs from the repository root, or pass --policies "
+            "without it"
+        )
+    return file_digest(path)
 
 
 def make_cell(

@@ -7,17 +7,18 @@ state), so plotting works headless and in worker-free code paths alike.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from andes_gym.extras import install_hint, is_available, require
 from andes_gym.qoe import consumption_times
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
+    Figure = require("matplotlib.figure", "leaderboard plots (or pass --no-plots)").Figure
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
@@ -112,7 +113,7 @@ def plot_token_timelines(records: Sequence[dict], workload: str, seed: int, path
 
     Like the Andes paper's timelines: the expected curve starts at the TTFT target and
     rises at the TDS target; each policy's curve counts the tokens the user has consumed
-    (delivery paced at TDS, ANDES_SPEC §1).
+    (delivery paced at TDS, docs/ANDES.md §1).
 
     Returns:
         False when no cell of (workload, seed) kept timelines.
@@ -177,12 +178,21 @@ def write_plots(
 ) -> list[Path]:
     """Writes every plot into `out_dir` and returns the paths written.
 
+    Without matplotlib (the `plots` extra) it writes nothing, says so on stderr and returns
+    an empty list, so a core install still produces the board's tables.
+
     Args:
         out_dir: Directory for the PNGs (created).
         records: Cell records of the ranking tables.
         workload_order: Workloads in suite order.
         load_groups: Group name -> (parameter, points) for QoE-vs-load plots.
     """
+    if not is_available("matplotlib"):
+        print(
+            f"note: no plots (matplotlib is not installed: {install_hint('plots')})",
+            file=sys.stderr,
+        )
+        return []
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for workload in workload_order:

@@ -29,8 +29,9 @@ def plot_scatter(
     Returns:
         The path written.
     """
-    import matplotlib
+    from andes_gym.extras import require
 
+    matplotlib = require("matplotlib", "the fidelity plot (or pass --no-plot)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter

@@ -73,7 +73,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def _open(path: Path, threads: int = 1):
     if not path.is_file():
         raise PolicyLoadError(f"{path}: no such file")
-    import onnxruntime as ort
+    from andes_gym.extras import require
+
+    ort = require("onnxruntime", f"loading the exported policy {path}")
 
     options = ort.SessionOptions()
     # One thread: the network is tiny and runs inside schedulers that own the other cores.

@@ -104,8 +104,12 @@ def render_token_curves(env, width_px: int = 640, height_px: int = 480) -> np.nd
     Returns:
         An RGB image, uint8 of shape `(height_px, width_px, 3)`.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from andes_gym.extras import require
+
+    FigureCanvasAgg = require(
+        "matplotlib.backends.backend_agg", "render_mode='rgb_array'"
+    ).FigureCanvasAgg
+    Figure = require("matplotlib.figure", "render_mode='rgb_array'").Figure
 
     env = env.unwrapped
     dpi = 80
