@@ -29,7 +29,7 @@ SUMMARY_FIELDS: tuple[str, ...] = (
 class RequestMetrics:
     """Per-request results of an episode (arrays aligned with the workload's requests).
 
-    QoE of unfinished requests is the lower bound of ANDES_SPEC §1 (missing tokens
+    QoE of unfinished requests is the lower bound of docs/ANDES.md §1 (missing tokens
     delivered at the end of the window).
     """
 

@@ -1,4 +1,4 @@
-"""Quality of Experience (QoE) of streamed LLM responses (ANDES_SPEC section 1).
+"""Quality of Experience (QoE) of streamed LLM responses (docs/ANDES.md §1).
 
 Per request: arrival ``t0``, target time-to-first-token ``ttft`` (s) and target token
 delivery speed ``tds`` (tokens/s). Token i (1-based) is delivered at ``d_i``.
@@ -252,7 +252,7 @@ def qoe(
     tds: float,
     variant: str = "delay",
 ) -> float:
-    """QoE of one streamed response (the batch definition, ANDES_SPEC section 1).
+    """QoE of one streamed response (the batch definition, docs/ANDES.md §1).
 
     Args:
         token_times: Absolute delivery times of the tokens, in seconds, in order.
@@ -667,7 +667,7 @@ def predict_qoe(
     1. Served: tokens delivered at ``now_s + m / r`` for m = 1..M, with
        ``M = floor((horizon_s - now_s) r + 1e-9)`` (0 where ``r == 0``, i.e. waiting),
        capped by ``total_tokens - k`` when given.
-    2. Pending, delivered at ``horizon_s`` (the lower-bound rule of ANDES_SPEC section 1):
+    2. Pending, delivered at ``horizon_s`` (the lower-bound rule of docs/ANDES.md §1):
        ``"due"``: the tokens whose ideal time ``e_j <= horizon_s`` (capped by
        ``total_tokens`` when given) not delivered yet; ``"all"``: every remaining token up
        to ``total_tokens``.
@@ -769,7 +769,7 @@ def qoe_if_completed_at(
 ) -> np.ndarray:
     """QoE of each request if every token it still misses were delivered at ``now_s``.
 
-    The reward potential's term (ANDES_SPEC section 1 lower bound): the final QoE of a
+    The reward potential's term (the docs/ANDES.md §1 lower bound): the final QoE of a
     finished request, the truncation lower bound of an unfinished one. Equals
     ``predict_qoe(state.take(rows), now_s=now_s, horizon_s=now_s, rate_tok_s=0.0,
     variant=variant, total_tokens=total_tokens, pending="all")`` bit for bit whenever

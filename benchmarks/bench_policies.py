@@ -35,7 +35,7 @@ NOTES = """## Notes
 
 - The engine saturates near 4,600 tok/s (~13.6 rps of ShareGPT requests). The presets sit
   around it (steady_poisson 10 rps, below; bursty_2x 14 rps mean, the non-burst
-  throughput as ANDES_SPEC §3 sets it; gamma_overload 18 rps); the other rows override
+  throughput as docs/ANDES.md §3 sets it; gamma_overload 18 rps); the other rows override
   the rate to probe heavier load.
 - Greedy bound (tests/test_policies_knapsack.py): when the greedy selects fewer than B
   requests, greedy >= OPT - max value (proved in `knapsack.greedy_knapsack`); with the
@@ -60,7 +60,7 @@ COLUMNS = (
 # ---------------------------------------------------------------- 1. surrogate runs
 # (label, preset, arrival rate override in requests/s or None for the preset's own rate).
 # llama7b_a100 saturates near 4,600 tok/s, i.e. ~13.6 rps of ShareGPT requests (338
-# output tokens on average). The presets' own rates sit around it (ANDES_SPEC §3 sets the
+# output tokens on average). The presets' own rates sit around it (docs/ANDES.md §3 sets the
 # bursty mean rate to the engine's non-burst throughput); the other rows probe heavier load.
 SCENARIOS = (
     ("steady_poisson (preset, 10 rps)", "steady_poisson", None),

@@ -322,7 +322,7 @@ def test_preemption_cost_uses_the_engines_prefill_prediction():
     cost_fast = policy.preemption_cost(cands, fast, value, q_wait, q_serve, victims, 25.0)
     # The engine's prediction changes the price, and a ~free re-prefill costs the lost value
     # only. (Not asserted: cheaper is never costlier. Under the paper's QoE form a longer
-    # wait can raise QoE, the last-token quirk of ANDES_SPEC §1, so that is not a property.)
+    # wait can raise QoE, the last-token quirk of docs/ANDES.md §1, so that is not a property.)
     # Relative tolerance: capped requests carry a large protection term in their value.
     assert np.any(np.abs(cost_fast[victims] - cost_slow[victims]) > 1e-6 * cost_slow[victims])
     np.testing.assert_allclose(cost_fast[victims], value[victims], rtol=1e-6, atol=1e-3)

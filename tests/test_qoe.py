@@ -1,4 +1,4 @@
-"""The batch QoE definition (ANDES_SPEC section 1): hand-computed cases and properties.
+"""The batch QoE definition (docs/ANDES.md §1): hand-computed cases and properties.
 
 Notation: arrival t0, target ttft, target speed tds, delivery times d_i, ideal times
 e_i = t0 + ttft + (i-1)/tds, consumption a_1 = d_1, a_i = max(d_i, a_{i-1} + 1/tds),
@@ -102,7 +102,7 @@ def test_early_lateness_costs_more_than_late_lateness() -> None:
 
 @pytest.mark.parametrize("ttft", [0.0, 1.0])
 def test_last_token_quirk_of_the_paper_form(ttft: float) -> None:
-    """ANDES_SPEC's example: 10 tokens at 1 tok/s, each 1 s late -> 0.818; the last one
+    """The example of docs/ANDES.md §1: 10 tokens at 1 tok/s, each 1 s late -> 0.818; the last one
     5 s later still -> 0.857. Only lateness matters, so it holds for t0 = 0 with ttft 0
     or 1 alike:
     D = 10, W = 45 -> 1 - 10/55 = 0.818;
@@ -119,7 +119,7 @@ def test_last_token_quirk_of_the_paper_form(ttft: float) -> None:
 
 
 def test_delaying_a_middle_token_can_raise_the_paper_form() -> None:
-    """Counterexample to ANDES_SPEC's "delaying any other token never raises it".
+    """Counterexample to the too-strong claim "delaying any other token never raises it" (docs/ANDES.md §1 gives the correct condition).
 
     t0 = 0, ttft = 0, tds = 1, d = 10, 11, 12 (e = 0, 1, 2): D = 30, W = 3 -> 1/11.
     Delay token 2 to 12 (token 3 unchanged): pacing pushes a_3 to 13, so a = 10, 12, 13,
@@ -234,7 +234,7 @@ def test_delaying_without_moving_last_consumption_never_raises_qoe(
 ) -> None:
     """Paper form: delaying tokens other than the last never raises QoE, as long as the
     delay does not push the last token's consumption a_n (then W can only shrink and D
-    only grow). ANDES_SPEC states it for any non-last token, which is false in general:
+    only grow). The unqualified claim, for any non-last token, is false in general (docs/ANDES.md §1):
     see test_delaying_a_middle_token_can_raise_the_paper_form."""
     d, kw = tl
     n, tds = d.size, kw["tds"]

@@ -1,4 +1,4 @@
-"""Andes: the QoE-aware knapsack scheduler (Liu et al., arXiv 2404.16283, §4; ANDES_SPEC §2)."""
+"""Andes: the QoE-aware knapsack scheduler (Liu et al., arXiv 2404.16283, §4; docs/ANDES.md §2)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ PROTECTED_DENSITY = 1e3
 """Value per KV block added to requests protected by `max_preemptions` (QoE values are <= 1.1)."""
 
 DEFAULT_PREFILL_TOK_S = 5000.0
-"""Prefill speed assumed for the re-prefill of a preempted request (ANDES_SPEC §3: the
+"""Prefill speed assumed for the re-prefill of a preempted request (docs/ANDES.md §3: the
 paper's TTFT targets assume prefill at 5000 tokens/s)."""
 
 
@@ -51,7 +51,7 @@ class Andes(Policy):
     """The Andes scheduler: a knapsack over QoE gains under KV and batch limits.
 
     Source: Andes (Liu et al., arXiv 2404.16283, §4 "Scheduler"; v2's overhead-aware
-    refiner); facts in ANDES_SPEC §2. At each decision it solves
+    refiner); facts in docs/ANDES.md §2. At each decision it solves
 
         maximize sum_i v_i x_i  s.t.  sum_i l_i x_i <= M,  sum_i x_i <= B
 
@@ -98,7 +98,7 @@ class Andes(Policy):
         running_bonus: Relative value bonus of running requests (>= 0; the authors' 10%).
         prefill_tok_s: Prefill speed for the re-prefill time of a preempted request, used
             only when the engine's `Capacity.prefill_s_per_token` is None; the default is
-            the paper's 5000 tokens/s (ANDES_SPEC §3).
+            the paper's 5000 tokens/s (docs/ANDES.md §3).
         overhead_guard: Apply the preemption-overhead guard.
         selective_trigger: Serve everyone without solving when uncontested.
         max_preemptions: Preemption cap per request (v1's P), or None for no cap.

@@ -9,7 +9,7 @@ from andes_gym.agents.knapsack import DEFAULT_MAX_DP_CELLS, dp_knapsack
 
 
 class AndesDP(Andes):
-    """Andes with the exact knapsack solver (Andes paper §4.2; ANDES_SPEC §2, "exact solver").
+    """Andes with the exact knapsack solver (Andes paper §4.2; docs/ANDES.md §2, "exact solver").
 
     Everything but the solver is inherited from `Andes` (values, iterate-once batch,
     selective triggering, overhead guard, work-conserving fill), so the two differ only in

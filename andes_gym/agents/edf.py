@@ -10,7 +10,7 @@ from andes_gym.core.candidates import Candidates, Capacity
 
 
 def next_token_deadline_s(candidates: Candidates) -> np.ndarray:
-    """Ideal consumption time of each candidate's next token (ANDES_SPEC §1).
+    """Ideal consumption time of each candidate's next token (docs/ANDES.md §1).
 
     With k tokens delivered, the next token is k + 1 and its ideal time is
     `e_{k+1} = arrival + ttft + k / tds`; for k = 0 that is the TTFT deadline.
@@ -27,7 +27,7 @@ class EarliestDeadlineFirst(ScoringPolicy):
 
     A waiting request with no token yet has the TTFT deadline `arrival + ttft`; once tokens
     flow, the deadline is the next token's ideal consumption time
-    `e_{k+1} = arrival + ttft + k / tds` (ANDES_SPEC §1). Requests behind schedule have
+    `e_{k+1} = arrival + ttft + k / tds` (docs/ANDES.md §1). Requests behind schedule have
     deadlines in the past and run first; requests whose client buffer is ahead of the user
     have later deadlines and yield. Ties: earlier arrival, then lower id.
     """

@@ -3,7 +3,7 @@
     maximize   sum_i v_i x_i
     subject to sum_i l_i x_i <= M,   sum_i x_i <= B,   x_i in {0, 1}
 
-(ANDES_SPEC §2: v_i the QoE gain of serving request i, l_i its KV blocks, M the KV
+(docs/ANDES.md §2: v_i the QoE gain of serving request i, l_i its KV blocks, M the KV
 capacity, B the batch limit.) Two solvers on plain arrays, independent of candidates so
 they can be checked against brute force:
 

@@ -12,9 +12,9 @@ KEYS = ("qoe_now", "gain")
 
 
 class LeastQoEFirst(ScoringPolicy):
-    """Least QoE first (the Andes paper's LQSF baseline, ANDES_SPEC §4).
+    """Least QoE first (the Andes paper's LQSF baseline, docs/ANDES.md §4).
 
-    ANDES_SPEC describes the baseline as "Andes' value with every weight = 1". Our reading:
+    docs/ANDES.md §4 describes the baseline as "Andes' value with every weight set to 1". Our reading:
     the knapsack weights l_i (KV blocks) are all set to 1, so memory use no longer buys
     priority, and the ranking is by QoE alone. With `key="qoe_now"` (default) the lowest
     current QoE (`Candidates.qoe_now`, tokens due but missing counted as delivered now)

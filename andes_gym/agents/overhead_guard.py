@@ -1,4 +1,4 @@
-"""The preemption-overhead guard of Andes (v2's "overhead-aware refiner", ANDES_SPEC §2).
+"""The preemption-overhead guard of Andes (v2's "overhead-aware refiner", docs/ANDES.md §2).
 
 A knapsack solution may swap running requests out for waiting ones. Each preemption costs
 the victim a re-prefill of its whole context later, which the knapsack value does not see.

@@ -166,7 +166,7 @@ def make_candidates(
 
     A served request is predicted to receive tokens at `1 / token_latency` where the latency
     is the capacity's prediction at the batch the engine would run if it served as many
-    candidates as it may; the client consumes no faster than its tds (ANDES_SPEC §2).
+    candidates as it may; the client consumes no faster than its tds (docs/ANDES.md §2).
 
     Args:
         now_s: Engine time.

@@ -1,4 +1,4 @@
-"""Seeded arrival processes: Poisson, gamma (bursty) and cyclic bursts (ANDES_SPEC §3).
+"""Seeded arrival processes: Poisson, gamma (bursty) and cyclic bursts (docs/ANDES.md §3).
 
 Every generator takes a `numpy.random.Generator` and returns `n` sorted float64 arrival
 times in seconds, measured from the start of the process at t = 0 (so the first arrival
@@ -69,7 +69,7 @@ def burst_rates(rate_rps: float, intensity: float, duty: float) -> tuple[float, 
 
     Peak rate = `rate_rps * intensity` for a fraction `duty` of each period; off-peak
     rate = `(rate_rps - peak * duty) / (1 - duty)`, so the mean over a period is
-    `rate_rps` (ANDES_SPEC §3).
+    `rate_rps` (docs/ANDES.md §3).
 
     Args:
         rate_rps: Mean arrival rate over a whole period, requests per second.

@@ -153,7 +153,7 @@ class ArrivalConfig:
 
     Attributes:
         kind: "poisson", "gamma" (renewal process with gamma gaps), "bursty" (cyclic
-            bursts, ANDES_SPEC §3) or "trace" (arrival times read from a trace file).
+            bursts, docs/ANDES.md §3) or "trace" (arrival times read from a trace file).
         rate_rps: Mean arrival rate in requests/s (required unless kind is "trace").
         cv: Coefficient of variation of the gamma inter-arrival gap (required for gamma;
             1 is Poisson, larger is burstier).

@@ -1,8 +1,8 @@
-"""QoE targets per request: TTFT target and token delivery speed (ANDES_SPEC §3).
+"""QoE targets per request: TTFT target and token delivery speed (docs/ANDES.md §3).
 
 TTFT target = max(prompt_tokens / 5000, 1) s: prefill at 5000 tok/s, never below 1 s.
 
-TDS distributions (the Andes authors' generators, as summarized in ANDES_SPEC §3):
+TDS distributions (the Andes authors' generators, as summarized in docs/ANDES.md §3):
 
 - listening (voice): 5.1, 4.3, 4.2, 4.0, 3.8 tok/s with weights 28/52/11/6/3 %
   (mean 4.48 tok/s).
