@@ -37,14 +37,17 @@ from andes_gym.board.publish import provenance, publish
 from andes_gym.board.report import (
     POINT_FIELDS,
     ROW_FIELDS,
+    BoardLockedError,
     capacity_markdown,
     capacity_rows,
     failures_markdown,
+    lock_out_dir,
     ranking_markdown,
     result_rows,
     write_csv,
     write_json,
     write_requests_csv,
+    write_text,
 )
 from andes_gym.board.runner import CellRunner
 from andes_gym.board.suite import (
@@ -89,6 +92,10 @@ class BoardOptions:
     """sample requests per cell whose token timelines are kept"""
     mp_start: str = "spawn"
     """multiprocessing start method of the workers (spawn or fork)"""
+    ray: str | None = None
+    """run cells as Ray tasks: "local" starts Ray here, "auto" or HOST:PORT joins a cluster"""
+    ray_cpus: int | None = None
+    """CPUs of a Ray started here (None: every CPU; the command line passes --workers)"""
 
 
 @dataclass
@@ -125,7 +132,7 @@ def parse_args(argv: list[str] | None = None) -> BoardOptions:
     p.add_argument("--env", choices=ENV_KINDS, help="environment kind (default: the suite's)")
     p.add_argument("--trace", nargs="+", default=[], help="project-format CSV trace(s)")
     p.add_argument("--seeds", nargs="+", help="seeds (default: the suite's), e.g. 0 1 2 or 0,1,2")
-    p.add_argument("--workers", type=int, default=d.workers, help="worker processes")
+    p.add_argument("--workers", type=int, help=f"worker processes (default {d.workers})")
     p.add_argument("--out", help="output directory (default runs/leaderboard/<suite>)")
     p.add_argument("--force", action="store_true", help="re-run cells already done in --out")
     p.add_argument("--no-capacity", dest="capacity", action="store_false")
@@ -134,13 +141,21 @@ def parse_args(argv: list[str] | None = None) -> BoardOptions:
     p.add_argument("--publish", help="replace this suite's section of a board file")
     p.add_argument("--timelines", type=int, default=d.timelines, help="sample requests per cell")
     p.add_argument("--mp-start", choices=("spawn", "fork"), default=d.mp_start)
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run cells and capacity probes as Ray tasks: alone, on a local Ray with --workers "
+        "CPUs (default all); 'auto' or HOST:PORT joins a running cluster (docs/SCALE_OUT.md)",
+    )
     ns = p.parse_args(argv)
     seeds = _split(ns.seeds)
     try:
         seed_list = None if seeds is None else [int(s) for s in seeds]
     except ValueError:
         p.error(f"--seeds must be integers, got {ns.seeds}")
-    if ns.workers < 1:
+    if ns.workers is not None and ns.workers < 1:
         p.error(f"--workers must be >= 1, got {ns.workers}")
     return BoardOptions(
         suite=ns.suite,
@@ -148,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> BoardOptions:
         env=ns.env,
         trace=ns.trace,
         seeds=seed_list,
-        workers=ns.workers,
+        workers=d.workers if ns.workers is None else ns.workers,
         out=ns.out,
         force=ns.force,
         capacity=ns.capacity,
@@ -157,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> BoardOptions:
         publish=ns.publish,
         timelines=ns.timelines,
         mp_start=ns.mp_start,
+        ray=ns.ray,
+        ray_cpus=ns.workers,
     )
 
 
@@ -288,6 +305,22 @@ def _cells_for(
 
 
 def run_board(opts: BoardOptions, argv: list[str] | None = None, engine_handle=None) -> BoardResult:
+    """Runs a suite and writes every output, holding a lock on the output directory.
+
+    Arguments and result as `_run_board`.
+
+    Raises:
+        BoardLockedError: Another board is writing into the same output directory.
+    """
+    out = Path(opts.out or Path("runs") / "leaderboard" / load_suite(opts.suite).name)
+    out.mkdir(parents=True, exist_ok=True)
+    with lock_out_dir(out):
+        return _run_board(opts, argv, engine_handle)
+
+
+def _run_board(
+    opts: BoardOptions, argv: list[str] | None = None, engine_handle=None
+) -> BoardResult:
     """Runs a suite and writes every output; see the module docstring.
 
     Args:
@@ -315,8 +348,13 @@ def run_board(opts: BoardOptions, argv: list[str] | None = None, engine_handle=N
     engine_files = engine_config_files(env_kind, env_kwargs)
     code = code_digest(engine_files)
     workloads, policies, seeds, cells = _cells_for(suite, opts, env_kind, env_kwargs, code)
+    backend = None
+    if opts.ray is not None:
+        from andes_gym.scale.ray_boards import ray_backend
+
+        backend = ray_backend(opts.ray, opts.ray_cpus, env_kind)
     runner = CellRunner(
-        out / "cells", workers, opts.force, opts.progress, opts.mp_start, engine_handle
+        out / "cells", workers, opts.force, opts.progress, opts.mp_start, engine_handle, backend
     )
     records = runner.run(cells, desc=f"{suite.name} cells")
     rows = result_rows(records)
@@ -358,7 +396,7 @@ def run_board(opts: BoardOptions, argv: list[str] | None = None, engine_handle=N
     markdown = board_markdown(
         suite, env_kind, env_kwargs, policies, seeds, rows, order, outcomes, points, prov, plots
     )
-    (out / "board.md").write_text(f"# Leaderboard\n\n{markdown}")
+    write_text(out / "board.md", f"# Leaderboard\n\n{markdown}")
     if opts.publish:
         publish(Path(opts.publish), suite.name, markdown)
     num_failed = sum(r["status"] != "ok" for r in rows) + sum(
@@ -383,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     try:
         result = run_board(opts, argv)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, BoardLockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     failed = f", {result.num_failed} FAILED" if result.num_failed else ""

@@ -8,6 +8,10 @@ always re-run (their error is recorded again if it persists).
 
 Results come back sorted by (workload, policy, seed) whatever the number of workers or the
 order in which cells finished.
+
+Where surrogate cells run is the runner's backend: this process (one worker), a local
+process pool, or any `CellBackend` (the Ray backend of `andes_gym.scale.ray_boards`). A
+backend only schedules: skip-done, cell files, failure records and the merge stay here.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from andes_gym.board.cells import (
     Cell,
@@ -49,6 +53,16 @@ class RunStats:
         self.failed += other.failed
 
 
+class CellBackend(Protocol):
+    """Runs surrogate cells somewhere else (e.g. as Ray tasks).
+
+    `run` must call `done(cell, record)` exactly once per cell, with `run_cell`'s record
+    or, when the cell could not run, a `failed_record`; it may do so in any order.
+    """
+
+    def run(self, cells: Sequence[Cell], done: Callable[[Cell, dict], None]) -> None: ...
+
+
 @dataclass
 class CellRunner:
     """Runs batches of cells with the chosen parallelism, caching results on disk.
@@ -62,6 +76,8 @@ class CellRunner:
         mp_start: Multiprocessing start method of the workers ("spawn" or "fork").
         engine_handle: A live engine to share (from `create_engine` with the environment's
             scheduler hook); None starts one for the run and releases it afterwards.
+        backend: Runs the cells instead of this process and its `workers` (e.g. on a Ray
+            cluster); a backend that cannot host the live engine refuses its cells.
     """
 
     cells_dir: Path
@@ -70,6 +86,7 @@ class CellRunner:
     progress: bool = True
     mp_start: str = "spawn"
     engine_handle: Any = None
+    backend: CellBackend | None = None
     stats: RunStats = field(default_factory=RunStats)
 
     def __post_init__(self) -> None:
@@ -107,7 +124,9 @@ class CellRunner:
                 bar.update(1)
                 bar.set_postfix(failed=stats.failed, refresh=False)
 
-            if todo[0].env_kind == "vllm":
+            if self.backend is not None:
+                self.backend.run(todo, done)
+            elif todo[0].env_kind == "vllm":
                 _run_live(todo, done, self.engine_handle)
             elif self.workers == 1 or len(todo) == 1:
                 for cell in todo:

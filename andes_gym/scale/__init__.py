@@ -1,0 +1,1 @@
+"""Scaling out: Ray-based training, boards and sweeps (heavy imports live in submodules)."""
