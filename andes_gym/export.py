@@ -30,7 +30,17 @@ OUTPUT_NAME = "slot_scores"
 OPSET = 17
 
 
-def _scoring_module(policy, normalizer: dict | None):
+def scoring_module(policy, normalizer: dict | None):
+    """The ONNX-exportable scoring network of a policy: obs -> slot scores, clipped.
+
+    Args:
+        policy: A stable-baselines3 `ActorCriticPolicy`, or any module with
+            `action_space`, `_predict(obs, deterministic)` and `squash_output`.
+        normalizer: `normalizer_arrays` of the checkpoint (baked into the graph), or None.
+
+    Returns:
+        The module, in eval mode.
+    """
     import torch
     from stable_baselines3.common.policies import ActorCriticPolicy
     from torch import nn
@@ -95,10 +105,9 @@ def export_run(run_dir: str | Path, out: str | Path, ckpt_dir: str | Path | None
     """
     from andes_gym.extras import require
 
-    onnx = require("onnx", "exporting a policy (python -m andes_gym.export)", "train")
-    torch = require("torch", "exporting a policy (python -m andes_gym.export)", "train")
+    require("onnx", "exporting a policy (python -m andes_gym.export)", "train")
+    require("torch", "exporting a policy (python -m andes_gym.export)", "train")
 
-    import andes_gym
     from andes_gym.training import checkpoint as ckpt
     from andes_gym.training.factory import build_policy, spaces_of
     from andes_gym.training.run_dir import read_run
@@ -111,7 +120,58 @@ def export_run(run_dir: str | Path, out: str | Path, ckpt_dir: str | Path | None
     policy = build_policy(cfg, spec, obs_space, act_space)
     ckpt.load_policy_weights(policy, ckpt_dir)
     normalizer = ckpt.normalizer_arrays(ckpt_dir)
-    module = _scoring_module(policy, normalizer)
+    return write_scoring_onnx(
+        scoring_module(policy, normalizer),
+        spec,
+        out,
+        env_id=cfg.env.id,
+        env_kwargs=cfg.env.kwargs,
+        config_hash=meta.get("config_hash") or cfg.hash(),
+        algo=cfg.algo.name,
+        policy_kind=cfg.policy.kind,
+        num_timesteps=meta["num_timesteps"],
+        normalizer=normalizer,
+        doc=f"andes_gym scoring policy from {run_dir.name} ({ckpt_dir.name})",
+    )
+
+
+def write_scoring_onnx(
+    module,
+    spec,
+    out: str | Path,
+    *,
+    env_id: str,
+    env_kwargs: dict,
+    config_hash: str,
+    algo: str,
+    policy_kind: str,
+    num_timesteps: int,
+    normalizer: dict | None,
+    doc: str,
+) -> Path:
+    """Exports a scoring module to ONNX with the `andes_gym.*` metadata, checked.
+
+    Args:
+        module: The module to export (`scoring_module`: obs -> clipped slot scores).
+        spec: The env's `FeatureSpec` (its JSON and K go in the metadata).
+        out: Output `.onnx` path (parent directories are created).
+        env_id: The env's gymnasium id.
+        env_kwargs: The env's keyword arguments.
+        config_hash: Hash of the training config.
+        algo: The training algorithm's name.
+        policy_kind: `policy.kind` of the training config.
+        num_timesteps: Env steps the policy was trained for.
+        normalizer: The observation normalization baked into `module`, or None.
+        doc: The model's doc string.
+
+    Returns:
+        The written path.
+    """
+    import onnx
+    import torch
+
+    import andes_gym
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, spec.obs_dim, dtype=torch.float32)
@@ -143,13 +203,13 @@ def export_run(run_dir: str | Path, out: str | Path, ckpt_dir: str | Path | None
                 "epsilon": normalizer["epsilon"],
             }
         ),
-        "andes_gym.env_id": cfg.env.id,
-        "andes_gym.env_version": env_version(cfg.env.id),
-        "andes_gym.env_kwargs": json.dumps(cfg.env.kwargs, sort_keys=True, default=str),
-        "andes_gym.config_hash": meta.get("config_hash") or cfg.hash(),
-        "andes_gym.algo": cfg.algo.name,
-        "andes_gym.policy_kind": cfg.policy.kind,
-        "andes_gym.num_timesteps": str(meta["num_timesteps"]),
+        "andes_gym.env_id": env_id,
+        "andes_gym.env_version": env_version(env_id),
+        "andes_gym.env_kwargs": json.dumps(env_kwargs, sort_keys=True, default=str),
+        "andes_gym.config_hash": config_hash,
+        "andes_gym.algo": algo,
+        "andes_gym.policy_kind": policy_kind,
+        "andes_gym.num_timesteps": str(int(num_timesteps)),
         "andes_gym.version": andes_gym.__version__,
         "andes_gym.input": INPUT_NAME,
         "andes_gym.output": OUTPUT_NAME,
@@ -158,7 +218,7 @@ def export_run(run_dir: str | Path, out: str | Path, ckpt_dir: str | Path | None
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.doc_string = f"andes_gym scoring policy from {run_dir.name} ({ckpt_dir.name})"
+    model.doc_string = doc
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
     return out

@@ -9,9 +9,9 @@ Usage:
 
 Reads the same training config as `python -m andes_gym.train`, trains the same slot-scorer
 network with RLlib's PPO (new API stack) on rollouts from `--num-env-runners` Ray actors
-(default: `env.n_envs`), and writes a run directory with the config, the command, RLlib
-checkpoints, `policy.onnx` (the format `andes_gym.export` writes) and the final evaluation
-table. Without `--ray` (or with `--ray` alone) Ray starts on this machine. See
+(default: `env.n_envs`), and writes a run directory with the config, the command,
+checkpoints (safetensors and JSON, never pickle), `policy.onnx` (the format
+`andes_gym.export` writes) and the final evaluation table. Without `--ray` (or with `--ray` alone) Ray starts on this machine. See
 `andes_gym.scale.rllib_trainer` for the config mapping and the run directory layout.
 """
 

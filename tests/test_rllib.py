@@ -13,6 +13,9 @@ import csv
 import dataclasses
 import json
 import os
+import pickle
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -199,8 +202,52 @@ def test_cli_reports_config_errors(rllib, capsys):
     assert "PPO only" in capsys.readouterr().err
 
 
+CHECKPOINT_FILES = {"model.safetensors", "optimizer.safetensors", "andes_gym_meta.json"}
+
+
+@contextmanager
+def _no_unpickling(monkeypatch):
+    """Makes every unpickling entry point (pickle, torch.load, RLlib's restore) raise."""
+    import torch
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint was unpickled")
+
+    with monkeypatch.context() as patch:
+        for owner, name in (
+            (pickle, "load"),
+            (pickle, "loads"),
+            (torch, "load"),
+            (Algorithm, "from_checkpoint"),
+            (Algorithm, "restore_from_path"),
+        ):
+            patch.setattr(owner, name, refuse)
+        yield
+
+
+@contextmanager
+def _no_rllib_restore(monkeypatch):
+    """Makes RLlib's own (unpickling) restore and torch.load raise; Ray's messaging still
+    needs pickle, so it stays."""
+    import torch
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint was restored through RLlib or torch.load")
+
+    with monkeypatch.context() as patch:
+        for owner, name in (
+            (torch, "load"),
+            (Algorithm, "from_checkpoint"),
+            (Algorithm, "restore_from_path"),
+        ):
+            patch.setattr(owner, name, refuse)
+        yield
+
+
 @pytest.mark.usefixtures("rllib", "ray_local")
-def test_short_run_exports_a_policy_that_loads_and_decides(tmp_path, sb3_run):
+def test_short_run_exports_a_policy_that_loads_and_decides(tmp_path, sb3_run, monkeypatch):
     """A couple hundred env steps on one env runner, started from an SB3 run's weights;
     the export plays like the module."""
     import torch
@@ -232,9 +279,15 @@ def test_short_run_exports_a_policy_that_loads_and_decides(tmp_path, sb3_run):
     settings = json.loads((run / "rllib.json").read_text())
     assert settings["num_env_runners"] == 1 and settings["init_from"] == str(sb3_run)
     steps = sorted((run / "checkpoints").glob("step_*"))
-    assert steps and (steps[-1] / "rllib_checkpoint.json").is_file()
+    assert steps
+    # Checkpoints hold safetensors and JSON only: no pickle files anywhere.
+    for path in [*steps, run / "checkpoints" / ckpt.BEST_NAME]:
+        assert {f.name for f in path.iterdir()} == CHECKPOINT_FILES, path
+    assert not [
+        f for f in (run / "checkpoints").rglob("*") if f.suffix in (".pkl", ".pickle", ".pt")
+    ]
     meta = json.loads((steps[-1] / ckpt.META_FILE).read_text())
-    assert meta["num_timesteps"] >= 200
+    assert meta["num_timesteps"] >= 200 and meta["optimizer"]  # the optimizer state is kept
     chosen = ckpt.policy_checkpoint(run)
     assert chosen.name == "best"
     assert "learned" in (run / "eval.txt").read_text()
@@ -244,8 +297,13 @@ def test_short_run_exports_a_policy_that_loads_and_decides(tmp_path, sb3_run):
     cfg, spec = read_run(run)
     assert policy.spec == spec
 
-    # The ONNX graph computes the checkpoint's clipped slot scores.
-    module = ckpt.load_module(chosen)
+    # The ONNX graph computes the checkpoint's clipped slot scores; loading and exporting
+    # unpickle nothing.
+    with _no_unpickling(monkeypatch):
+        module = ckpt.load_module(chosen, cfg, spec)
+        ckpt.read_checkpoint(steps[-1])
+        again = ckpt.export_checkpoint(run, tmp_path / "again.onnx", chosen)
+    assert load_policy(again).metadata == policy.metadata
     env = make_env(cfg.env.id, cfg.env.kwargs)
     try:
         obs, _ = env.reset(seed=1_000_001)
@@ -261,11 +319,19 @@ def test_short_run_exports_a_policy_that_loads_and_decides(tmp_path, sb3_run):
         env.close()
     assert 0.0 <= result.summary["mean_qoe"] <= 1.0
 
-    # --resume continues from the newest checkpoint (counters too) up to a larger budget.
+    # --resume rebuilds PPO from config.yaml and continues from the newest intact checkpoint
+    # (counters too) up to a larger budget; a broken newer one is skipped with a warning.
+    broken = run / "checkpoints" / "step_9999999999"
+    shutil.copytree(steps[-1], broken)
+    (broken / "model.safetensors").write_bytes(b"truncated")
     more = ["--resume", str(run), "--set", "total_timesteps=300", "--set", "eval.final=false"]
-    assert main(more) == 0
+    with _no_rllib_restore(monkeypatch), pytest.warns(ckpt.CheckpointWarning, match=broken.name):
+        assert main(more) == 0
+    shutil.rmtree(broken)
     meta = json.loads((ckpt.latest_checkpoint(run) / ckpt.META_FILE).read_text())
     assert meta["num_timesteps"] >= 300 and meta["iterations"] == 3
+    before = json.loads((steps[-1] / ckpt.META_FILE).read_text())
+    assert meta["num_episodes"] >= before["num_episodes"] > 0  # continued, not restarted
     assert len((run / "command.txt").read_text().splitlines()) == 2
     with (run / "progress.csv").open() as fh:
         assert [row["iteration"] for row in csv.DictReader(fh)] == ["1", "2", "3"]

@@ -10,8 +10,6 @@ tell it apart.
 
 from __future__ import annotations
 
-import json
-import warnings
 from pathlib import Path
 
 from andes_gym import export as sb3_export
@@ -22,7 +20,7 @@ ALGO_NAME = "RLlib-PPO"
 
 
 def _scorer_adapter(module):
-    """The module's slot scorer with the attributes `export._scoring_module` reads."""
+    """The module's slot scorer with the attributes `export.scoring_module` reads."""
     from torch import nn
 
     class RLlibScorer(nn.Module):
@@ -60,52 +58,16 @@ def export_module(
     Returns:
         The written path.
     """
-    import onnx
-    import torch
-
-    import andes_gym
-
-    scorer = sb3_export._scoring_module(_scorer_adapter(module), None)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, spec.obs_dim, dtype=torch.float32)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            scorer,
-            (dummy,),
-            str(out),
-            input_names=[sb3_export.INPUT_NAME],
-            output_names=[sb3_export.OUTPUT_NAME],
-            dynamic_axes={
-                sb3_export.INPUT_NAME: {0: "batch"},
-                sb3_export.OUTPUT_NAME: {0: "batch"},
-            },
-            opset_version=sb3_export.OPSET,
-            dynamo=False,
-        )
-    model = onnx.load(str(out))
-    props = {
-        "andes_gym.format": sb3_export.FORMAT,
-        "andes_gym.feature_spec": spec.to_json(),
-        "andes_gym.k_slots": str(spec.k_slots),
-        "andes_gym.obs_normalization": json.dumps(None),
-        "andes_gym.env_id": cfg.env.id,
-        "andes_gym.env_version": sb3_export.env_version(cfg.env.id),
-        "andes_gym.env_kwargs": json.dumps(cfg.env.kwargs, sort_keys=True, default=str),
-        "andes_gym.config_hash": cfg.hash(),
-        "andes_gym.algo": ALGO_NAME,
-        "andes_gym.policy_kind": cfg.policy.kind,
-        "andes_gym.num_timesteps": str(int(num_timesteps)),
-        "andes_gym.version": andes_gym.__version__,
-        "andes_gym.input": sb3_export.INPUT_NAME,
-        "andes_gym.output": sb3_export.OUTPUT_NAME,
-    }
-    del model.metadata_props[:]
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.doc_string = f"andes_gym scoring policy trained with RLlib PPO ({source})"
-    onnx.checker.check_model(model)
-    onnx.save(model, str(out))
-    return out
+    return sb3_export.write_scoring_onnx(
+        sb3_export.scoring_module(_scorer_adapter(module), None),
+        spec,
+        out,
+        env_id=cfg.env.id,
+        env_kwargs=cfg.env.kwargs,
+        config_hash=cfg.hash(),
+        algo=ALGO_NAME,
+        policy_kind=cfg.policy.kind,
+        num_timesteps=num_timesteps,
+        normalizer=None,
+        doc=f"andes_gym scoring policy trained with RLlib PPO ({source})",
+    )

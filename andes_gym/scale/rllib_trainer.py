@@ -39,13 +39,15 @@ Run directory (`{run_root}/{env}__{exp}-rllib__{seed}__{time}/`):
     command.txt                      the command line(s)
     rllib.json                       the RLlib settings used and the ignored config keys
     progress.csv, tb/                per-iteration metrics (and TensorBoard events)
-    checkpoints/step_NNNNNNNNNN/     RLlib checkpoints (`Algorithm.from_checkpoint`),
-    checkpoints/best/                each with `andes_gym_meta.json` (timesteps, hash, QoE)
+    checkpoints/step_NNNNNNNNNN/     module weights (`model.safetensors`), optimizer state
+    checkpoints/best/                (safetensors + JSON) and `andes_gym_meta.json`
+                                     (timesteps, iterations, hash, QoE); no pickle
     policy.onnx                      exported from `best` if kept, else the last checkpoint
     eval.csv, eval.txt               the exported policy vs the baselines on held-out seeds
 
-Ctrl-C saves a checkpoint; `resume` continues from the newest `step_*` checkpoint (weights,
-optimizer and counters, through `Algorithm.restore_from_path`).
+Ctrl-C saves a checkpoint; `resume` rebuilds PPO from the run's `config.yaml` and continues
+from the newest intact `step_*` checkpoint (weights, optimizer and counters, loaded by
+`andes_gym.scale.rllib_checkpoint.restore_checkpoint`; nothing is unpickled).
 """
 
 from __future__ import annotations
@@ -66,8 +68,10 @@ from andes_gym.scale.rllib_checkpoint import (
     BEST_NAME,
     META_FILE,
     export_checkpoint,
-    latest_checkpoint,
+    newest_intact_checkpoint,
     policy_checkpoint,
+    read_meta,
+    restore_checkpoint,
     save_checkpoint,
     sb3_module_state,
     set_module_state,
@@ -481,6 +485,9 @@ def _train_loop(
     progress = _Progress(run_dir)
     timesteps = int(restored["num_timesteps"]) if restored else 0
     iterations = int(restored["iterations"]) if restored else 0
+    # A rebuilt algorithm counts from zero: its lifetime counters add to the checkpoint's.
+    steps_base = timesteps
+    episodes_base = int(restored.get("num_episodes", 0)) if restored else 0
     best = run_dir / "checkpoints" / BEST_NAME / META_FILE
     best_qoe = json.loads(best.read_text())["val_mean_qoe"] if best.is_file() else -np.inf
     freq = cfg.checkpoint.freq_timesteps
@@ -490,6 +497,7 @@ def _train_loop(
     meta = {
         "num_timesteps": timesteps,
         "iterations": iterations,
+        "num_episodes": episodes_base,
         "config_hash": cfg.hash(),
         "algo": "RLlib-PPO",
     }
@@ -498,9 +506,15 @@ def _train_loop(
     try:
         while timesteps < cfg.total_timesteps:
             metrics = _scalar_metrics(algo.train())
+            metrics["timesteps"] += steps_base
+            metrics["episodes_lifetime"] += episodes_base
             iterations += 1
             timesteps = int(metrics["timesteps"])
-            meta.update(num_timesteps=timesteps, iterations=iterations)
+            meta.update(
+                num_timesteps=timesteps,
+                iterations=iterations,
+                num_episodes=int(metrics["episodes_lifetime"]),
+            )
             print(
                 f"[rllib] iter {iterations}: {timesteps}/{cfg.total_timesteps} steps, "
                 f"episode return {metrics['episode_return_mean']:.4f}, "
@@ -622,7 +636,11 @@ def resume(
     argv: list[str] | None = None,
     shutdown_ray: bool = True,
 ) -> RLlibRun:
-    """Continues a run from its newest `step_*` checkpoint (weights, optimizer, counters).
+    """Continues a run from its newest intact `step_*` checkpoint (weights, optimizer, counters).
+
+    PPO is rebuilt from the run's `config.yaml` (`build_ppo_config`, as for a fresh run)
+    and the checkpoint's safetensors and JSON are loaded into it; a broken newer checkpoint
+    is skipped with a `CheckpointWarning` naming it.
 
     Args:
         run_dir: The run directory of `train`.
@@ -639,7 +657,8 @@ def resume(
         The run's summary (timesteps and iterations in total, the rate of this session).
 
     Raises:
-        ConfigError: For a directory without a checkpoint or a bad override.
+        ConfigError: For a bad override.
+        CheckpointError: For a directory without an intact checkpoint.
     """
     from andes_gym.training import run_dir as runs
     from andes_gym.training.config import dump_yaml
@@ -647,7 +666,7 @@ def resume(
     run_dir = Path(run_dir)
     cfg, spec = runs.read_run(run_dir, overrides)
     notes = check_config(cfg)
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = newest_intact_checkpoint(run_dir)
     settings_path = run_dir / RLLIB_FILE
     saved = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
     runners = _Runners(
@@ -665,14 +684,13 @@ def resume(
             (run_dir / runs.CONFIG_FILE).write_text(dump_yaml(cfg))
         _record_command(run_dir, argv)
         _write_settings(run_dir, runners, saved.get("init_from"), cfg, notes)
-        algo.restore_from_path(str(ckpt.resolve()))
-        meta = json.loads((ckpt / META_FILE).read_text())
+        meta = restore_checkpoint(algo, ckpt, cfg, spec)
         print(f"resumed from {ckpt} at {meta['num_timesteps']} env steps")
         return run_dir, meta
 
     # New episodes after resuming: the runners' seed streams start elsewhere (as in
     # `python -m andes_gym.train --resume`).
-    steps_done = json.loads((ckpt / META_FILE).read_text())["num_timesteps"]
+    steps_done = read_meta(ckpt)["num_timesteps"]
     return _run(cfg, spec, runners, notes, start, shutdown_ray, cfg.seed + int(steps_done) + 1)
 
 

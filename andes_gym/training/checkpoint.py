@@ -85,7 +85,7 @@ def save_checkpoint(
     tmp.mkdir()
     policy_state = {k: v.detach().cpu().contiguous() for k, v in model.policy.state_dict().items()}
     save_file(policy_state, str(tmp / "policy.safetensors"))
-    opt_tensors, opt_meta = _flatten_optimizer(model.policy.optimizer.state_dict())
+    opt_tensors, opt_meta = flatten_optimizer(model.policy.optimizer.state_dict())
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
     meta: dict[str, Any] = {
@@ -114,7 +114,7 @@ def save_checkpoint(
     return final
 
 
-def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Splits an optimizer state_dict into tensors (for safetensors) and JSON data."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -131,7 +131,7 @@ def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict, source: Path) -> dict:
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict, source: Path) -> dict:
     try:
         state: dict[int, dict[str, Any]] = {}
         for key, value in tensors.items():
@@ -222,7 +222,7 @@ def verify_checkpoint(ckpt_dir: str | Path) -> dict:
     meta = read_meta(ckpt_dir)
     read_tensors(ckpt_dir / "policy.safetensors")
     opt_path = ckpt_dir / "optimizer.safetensors"
-    _unflatten_optimizer(read_tensors(opt_path), meta["optimizer"], opt_path)
+    unflatten_optimizer(read_tensors(opt_path), meta["optimizer"], opt_path)
     if (ckpt_dir / "rng.safetensors").is_file():  # optional, as in `load_checkpoint`
         read_tensors(ckpt_dir / "rng.safetensors")
     if meta.get("normalizer") is not None:
@@ -367,7 +367,7 @@ def load_checkpoint(model, ckpt_dir: str | Path, venv=None) -> dict:
         )
     load_policy_weights(model.policy, ckpt_dir)
     opt_path = ckpt_dir / "optimizer.safetensors"
-    opt_state = _unflatten_optimizer(read_tensors(opt_path), meta["optimizer"], opt_path)
+    opt_state = unflatten_optimizer(read_tensors(opt_path), meta["optimizer"], opt_path)
     try:
         model.policy.optimizer.load_state_dict(opt_state)
     except (ValueError, KeyError, RuntimeError) as exc:
