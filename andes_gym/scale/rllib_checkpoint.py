@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from andes_gym.training import checkpoint as training_checkpoint
 from andes_gym.training.checkpoint import (
     CheckpointError,
     CheckpointWarning,
@@ -43,7 +43,6 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 BEST_NAME = "best"
 FORMAT_VERSION = 1
-_STEP_RE = re.compile(r"^step_(\d+)$")
 
 
 # --------------------------------------------------------------------------- saving
@@ -132,15 +131,7 @@ def save_checkpoint(algo, run_dir: Path, name: str, meta: dict, keep_last: int =
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete `step_*` checkpoints of a run (with `andes_gym_meta.json`), oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        m = _STEP_RE.match(path.name)
-        if m and (path / META_FILE).is_file():
-            found.append((int(m.group(1)), path))
-    return [p for _, p in sorted(found)]
+    return training_checkpoint.list_checkpoints(run_dir, META_FILE)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path:
@@ -149,10 +140,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     Raises:
         CheckpointError: When the run has none.
     """
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise CheckpointError(f"{Path(run_dir) / 'checkpoints'}: no RLlib checkpoint")
-    return found[-1]
+    return training_checkpoint.latest_checkpoint(run_dir, META_FILE)
 
 
 def read_meta(ckpt_dir: str | Path) -> dict:

@@ -184,26 +184,32 @@ def _normalizer_state(norm) -> tuple[dict[str, torch.Tensor], dict]:
 # --------------------------------------------------------------------------- loading
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+def list_checkpoints(run_dir: str | Path, meta_file: str = "meta.json") -> list[Path]:
+    """Complete `step_*` checkpoints of a run (those with their `meta_file`), oldest first.
+
+    Args:
+        run_dir: The run directory.
+        meta_file: The file whose presence marks a checkpoint complete (the RLlib trainer's
+            checkpoints name theirs differently).
+    """
     root = Path(run_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return []
     found = []
     for path in root.iterdir():
         m = _STEP_RE.match(path.name)
-        if m and (path / "meta.json").is_file():
+        if m and (path / meta_file).is_file():
             found.append((int(m.group(1)), path))
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path:
-    """The newest complete checkpoint of a run.
+def latest_checkpoint(run_dir: str | Path, meta_file: str = "meta.json") -> Path:
+    """The newest complete checkpoint of a run (intact or not; see `list_checkpoints`).
 
     Raises:
         CheckpointError: When the run has none.
     """
-    found = list_checkpoints(run_dir)
+    found = list_checkpoints(run_dir, meta_file)
     if not found:
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
     return found[-1]
