@@ -215,21 +215,7 @@ def newest_intact_checkpoint(run_dir: str | Path) -> Path:
         CheckpointError: When the run has no checkpoint, or none is intact (naming every
             broken file).
     """
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise CheckpointError(f"{Path(run_dir) / 'checkpoints'}: no RLlib checkpoint")
-    problems = []
-    for path in reversed(found):
-        try:
-            verify_checkpoint(path)
-        except CheckpointError as exc:
-            problems.append(str(exc))
-            _warn_skipped(exc)
-            continue
-        return path
-    raise CheckpointError(
-        f"no intact RLlib checkpoint in {Path(run_dir) / 'checkpoints'}: " + "; ".join(problems)
-    )
+    return training_checkpoint.newest_intact_checkpoint(run_dir, META_FILE, verify_checkpoint)
 
 
 def policy_checkpoint(run_dir: str | Path) -> Path:

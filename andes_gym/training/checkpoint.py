@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -236,20 +237,31 @@ def verify_checkpoint(ckpt_dir: str | Path) -> dict:
     return meta
 
 
-def newest_intact_checkpoint(run_dir: str | Path) -> Path:
+def newest_intact_checkpoint(
+    run_dir: str | Path,
+    meta_file: str = "meta.json",
+    verify: Callable[[Path], object] | None = None,
+) -> Path:
     """The newest `step_*` checkpoint whose files all read back; a `CheckpointWarning` names each broken one skipped.
+
+    Args:
+        run_dir: The run directory.
+        meta_file: As in `list_checkpoints`.
+        verify: Reads a checkpoint in full, raising `CheckpointError` (default:
+            `verify_checkpoint`; the RLlib trainer passes its own).
 
     Raises:
         CheckpointError: When the run has no checkpoint, or none is intact (naming every
             broken file).
     """
-    found = list_checkpoints(run_dir)
+    verify = verify_checkpoint if verify is None else verify
+    found = list_checkpoints(run_dir, meta_file)
     if not found:
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
     problems = []
     for path in reversed(found):
         try:
-            verify_checkpoint(path)
+            verify(path)
         except CheckpointError as exc:
             problems.append(str(exc))
             _warn_skipped(exc)
