@@ -30,6 +30,7 @@ from pathlib import Path
 from andes_gym.training.config import (
     ConfigError,
     TrainConfig,
+    add_config_arguments,
     describe_keys,
     dump_yaml,
     load_config,
@@ -46,17 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="config keys (override any with --set KEY=VALUE; values are parsed as YAML):\n"
         + "\n".join(describe_keys()),
     )
-    parser.add_argument(
-        "--config", help="YAML file, or a name in configs/train/ (default: built-in defaults)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set algo.learning_rate=1e-4 (repeatable)",
-    )
+    add_config_arguments(parser)
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint"
     )

@@ -21,6 +21,7 @@ import argparse
 import sys
 
 from andes_gym.scale.cluster import LOCAL
+from andes_gym.training.config import add_config_arguments
 
 EXIT_INTERRUPTED = 130
 
@@ -32,17 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config keys: see python -m andes_gym.train --help",
     )
-    parser.add_argument(
-        "--config", help="YAML file, or a name in configs/train/ (default: built-in defaults)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set algo.learning_rate=1e-4 (repeatable)",
-    )
+    add_config_arguments(parser)
     parser.add_argument(
         "--ray",
         nargs="?",

@@ -15,6 +15,7 @@ Unknown keys, in the file or in an override, are an error naming the key.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import copy
 import dataclasses
@@ -800,3 +801,20 @@ def describe_keys(cls=TrainConfig, prefix: str = "") -> list[str]:
 def dump_yaml(cfg: TrainConfig) -> str:
     """The resolved config as YAML (loads back to the same config)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds `--config` and `--set KEY=VALUE` (into `overrides`), shared by the trainers."""
+    parser.add_argument(
+        "--config",
+        help="YAML file, or a name in ./configs/train/ or the packaged presets "
+        "(default: built-in defaults)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set algo.learning_rate=1e-4 (repeatable)",
+    )
