@@ -266,52 +266,30 @@ def final_evaluation(run_dir: Path, cfg: TrainConfig) -> list[dict]:
         The per-policy mean rows.
     """
     from andes_gym.training import checkpoint as ckpt
-    from andes_gym.training.evaluate import (
-        AgentSpec,
-        evaluate,
-        format_table,
-        mean_rows,
-        win_loss,
-        write_csv,
-    )
+    from andes_gym.training.evaluate import AgentSpec, final_table
 
     chosen = ckpt.policy_checkpoint(run_dir)
     meta = ckpt.read_meta(chosen)
-    agents = [AgentSpec("run", str(run_dir), "learned")]
-    agents += [AgentSpec("policy", name, name) for name in cfg.eval.baselines]
     picked = (
         f"the best validation checkpoint (mean QoE {meta['val_mean_qoe']:.4f} on seeds {cfg.eval.val_seeds})"
         if chosen.name == ckpt.BEST_NAME
         else "the last checkpoint"
     )
     print(f"learned policy: {chosen} = {picked}, after {meta['num_timesteps']} RL timesteps")
+    num_agents = 1 + len(cfg.eval.baselines)
     print(
         f"final evaluation: learned vs {', '.join(cfg.eval.baselines)} on held-out seeds "
-        f"{cfg.eval.seeds} ({len(agents) * len(cfg.eval.seeds)} episodes, {cfg.eval.n_workers} workers)"
+        f"{cfg.eval.seeds} ({num_agents * len(cfg.eval.seeds)} episodes, {cfg.eval.n_workers} workers)"
     )
-    start = time.monotonic()
-    rows = evaluate(
-        cfg.env.id, cfg.env.kwargs, agents, cfg.eval.seeds, cfg.eval.max_steps, cfg.eval.n_workers
-    )
-    means = mean_rows(rows)
-    table = format_table(means, reference="andes" if "andes" in cfg.eval.baselines else None)
-    print(table)
+    note = None
     if cfg.bc.enabled:
-        print(
+        note = (
             f"note: the learned policy was warm-started by behaviour cloning of {cfg.bc.teacher!r} "
             f"(bc.enabled in the config), then fine-tuned with {cfg.algo.name} "
             f"({meta['num_timesteps']} timesteps in the evaluated checkpoint)."
         )
-    for ref in ("andes", "fcfs"):
-        if ref in cfg.eval.baselines:
-            wl = win_loss(rows, "learned", ref)
-            if wl:
-                print(
-                    f"learned vs {ref}: per request {wl['wins']:.1%} better, {wl['losses']:.1%} worse "
-                    f"(|dQoE| > 0.01); higher mean QoE on {wl['seeds_won']}/{wl['num_seeds']} seeds"
-                )
-    write_csv(run_dir / "eval.csv", rows, means)
-    (run_dir / "eval.txt").write_text(table + "\n")
+    start = time.monotonic()
+    means = final_table(run_dir, cfg, AgentSpec("run", str(run_dir), "learned"), note)
     print(f"evaluation took {time.monotonic() - start:.0f} s; saved {run_dir / 'eval.csv'}")
     return means
 

@@ -257,24 +257,7 @@ def load_module_weights(module, weights: dict, source: Path) -> None:
     Raises:
         CheckpointError: Naming the file and the missing / unexpected / mis-shaped keys.
     """
-    import torch
-
-    own = module.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source}: weights do not match the module built from the config "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
-    for key, value in weights.items():
-        if value.shape != own[key].shape:
-            raise CheckpointError(
-                f"{source}: {key} has shape {tuple(value.shape)}, the module expects "
-                f"{tuple(own[key].shape)}"
-            )
-    with torch.no_grad():
-        module.load_state_dict(weights)
+    training_checkpoint.load_checked_state(module, weights, source)
 
 
 def load_module(ckpt_dir: str | Path, cfg: TrainConfig, spec):

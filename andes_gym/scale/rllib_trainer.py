@@ -395,45 +395,19 @@ def validation_qoe(module, cfg: TrainConfig) -> float:
 def final_evaluation(run_dir: Path, cfg: TrainConfig, onnx_path: Path) -> list[dict]:
     """The exported policy against `cfg.eval.baselines` on `cfg.eval.seeds`; prints and saves.
 
-    Uses `andes_gym.training.evaluate` (the exported ONNX through `load_policy`, as the
-    leaderboard plays it). Writes `eval.csv` and `eval.txt`.
+    Uses `andes_gym.training.evaluate.final_table` (the exported ONNX through `load_policy`,
+    as the leaderboard plays it). Writes `eval.csv` and `eval.txt`.
 
     Returns:
         The per-policy mean rows.
     """
-    from andes_gym.training.evaluate import (
-        AgentSpec,
-        evaluate,
-        format_table,
-        mean_rows,
-        win_loss,
-        write_csv,
-    )
+    from andes_gym.training.evaluate import AgentSpec, final_table
 
-    agents = [AgentSpec("onnx", str(onnx_path), "learned")]
-    agents += [AgentSpec("policy", name, name) for name in cfg.eval.baselines]
     print(
         f"final evaluation: learned (RLlib PPO, {onnx_path.name}) vs "
         f"{', '.join(cfg.eval.baselines)} on held-out seeds {cfg.eval.seeds}"
     )
-    rows = evaluate(
-        cfg.env.id, cfg.env.kwargs, agents, cfg.eval.seeds, cfg.eval.max_steps, cfg.eval.n_workers
-    )
-    means = mean_rows(rows)
-    table = format_table(means, reference="andes" if "andes" in cfg.eval.baselines else None)
-    print(table)
-    for ref in ("andes", "fcfs"):
-        if ref in cfg.eval.baselines:
-            wl = win_loss(rows, "learned", ref)
-            if wl:
-                print(
-                    f"learned vs {ref}: per request {wl['wins']:.1%} better, "
-                    f"{wl['losses']:.1%} worse (|dQoE| > 0.01); higher mean QoE on "
-                    f"{wl['seeds_won']}/{wl['num_seeds']} seeds"
-                )
-    write_csv(run_dir / "eval.csv", rows, means)
-    (run_dir / "eval.txt").write_text(table + "\n")
-    return means
+    return final_table(run_dir, cfg, AgentSpec("onnx", str(onnx_path), "learned"))
 
 
 # --------------------------------------------------------------------------- training

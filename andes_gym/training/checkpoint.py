@@ -346,21 +346,32 @@ def load_policy_weights(policy: torch.nn.Module, ckpt_dir: str | Path) -> None:
         CheckpointError: Naming the file and the missing / unexpected / mis-shaped keys.
     """
     path = Path(ckpt_dir) / "policy.safetensors"
-    tensors = read_tensors(path)
-    own = policy.state_dict()
+    load_checked_state(policy, read_tensors(path), path)
+
+
+def load_checked_state(
+    module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path
+) -> None:
+    """Loads `tensors` into `module` after checking that names and shapes match exactly.
+
+    Raises:
+        CheckpointError: Naming `source` and the missing / unexpected / mis-shaped keys.
+    """
+    own = module.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: weights do not match the network built from the config "
+            f"{source}: weights do not match the network built from the config "
             f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     for key, value in tensors.items():
         if value.shape != own[key].shape:
             raise CheckpointError(
-                f"{path}: {key} has shape {tuple(value.shape)}, the network expects {tuple(own[key].shape)}"
+                f"{source}: {key} has shape {tuple(value.shape)}, the network expects {tuple(own[key].shape)}"
             )
-    policy.load_state_dict(tensors)
+    with torch.no_grad():
+        module.load_state_dict(tensors)
 
 
 def load_checkpoint(model, ckpt_dir: str | Path, venv=None) -> dict:

@@ -205,3 +205,41 @@ def win_loss(rows: list[dict], policy: str, reference: str, margin: float = 0.01
         "seeds_won": sum(mine[s]["mean_qoe"] > ref[s]["mean_qoe"] for s in seeds),
         "num_seeds": len(seeds),
     }
+
+
+def final_table(run_dir: Path, cfg, learned: AgentSpec, note: str | None = None) -> list[dict]:
+    """A trainer's final table: `learned` and `cfg.eval.baselines` on `cfg.eval.seeds`.
+
+    Prints the table (`note` after it), the per-request wins and losses against `andes`
+    and `fcfs`, and writes `eval.csv` and `eval.txt` into `run_dir`.
+
+    Args:
+        run_dir: The run directory.
+        cfg: The run's `TrainConfig`.
+        learned: The learned policy, labelled "learned".
+        note: A line printed after the table, or None.
+
+    Returns:
+        The per-policy mean rows.
+    """
+    agents = [learned] + [AgentSpec("policy", name, name) for name in cfg.eval.baselines]
+    rows = evaluate(
+        cfg.env.id, cfg.env.kwargs, agents, cfg.eval.seeds, cfg.eval.max_steps, cfg.eval.n_workers
+    )
+    means = mean_rows(rows)
+    table = format_table(means, reference="andes" if "andes" in cfg.eval.baselines else None)
+    print(table)
+    if note:
+        print(note)
+    for ref in ("andes", "fcfs"):
+        if ref in cfg.eval.baselines:
+            wl = win_loss(rows, "learned", ref)
+            if wl:
+                print(
+                    f"learned vs {ref}: per request {wl['wins']:.1%} better, {wl['losses']:.1%} "
+                    f"worse (|dQoE| > 0.01); higher mean QoE on "
+                    f"{wl['seeds_won']}/{wl['num_seeds']} seeds"
+                )
+    write_csv(run_dir / "eval.csv", rows, means)
+    (run_dir / "eval.txt").write_text(table + "\n")
+    return means
