@@ -9,6 +9,9 @@ a path. Every command and constructor resolves it the same way:
    `importlib.resources`, so a wheel installed anywhere finds them).
 
 An unknown name is an error that lists every name available from 2 and 3.
+
+`read_yaml_lines` also returns the line of every key, so that `andes_gym.config_schema`
+(the one loader that turns a mapping into a typed config) names the line of a bad value.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from typing import Any
 
 import yaml
 
+KeyLines = dict[tuple, int]
+"""The 1-based line of each key (and list item) of a YAML file, by its path of keys and
+indices: `("workloads", 0, "preset")`."""
+
 CONFIG_KINDS = ("workloads", "engines", "train", "suites")
 
 
@@ -28,6 +35,7 @@ class ConfigError(ValueError):
     The message names where the problem is: the file, and the key or line in it.
 
     Attributes:
+        reason: The message without the place (what is wrong, and the bad value).
         source: The file (or `<dict>` / `--set`) the bad value came from, when known.
         key: The dotted key, when the problem is one key.
         line: The 1-based line, when the problem is one line of a file.
@@ -41,6 +49,7 @@ class ConfigError(ValueError):
         key: str | None = None,
         line: int | None = None,
     ) -> None:
+        self.reason = message
         if key is not None and key not in message:
             message = f"{key}: {message}"
         where = [str(source)] if source is not None else []
@@ -160,9 +169,29 @@ def read_yaml(path: str | Path, what: str = "config", *, allow_empty: bool = Fal
         FileNotFoundError: No such file.
         ConfigError: Not UTF-8, not YAML (with the line), or empty.
     """
+    return read_yaml_lines(path, what, allow_empty=allow_empty)[0]
+
+
+def read_yaml_lines(
+    path: str | Path, what: str = "config", *, allow_empty: bool = False
+) -> tuple[Any, KeyLines]:
+    """`read_yaml`, plus the line of every key and list item (for errors naming the line).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ConfigError: As `read_yaml`.
+    """
     text = read_text(path, what)
+    lines: KeyLines = {}
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        loader = _UniqueKeyLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = None if node is None else loader.construct_document(node)
+            if node is not None:
+                _collect_lines(loader, node, (), lines)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = None if mark is None else mark.line + 1
@@ -170,7 +199,21 @@ def read_yaml(path: str | Path, what: str = "config", *, allow_empty: bool = Fal
         raise ConfigError(f"invalid YAML: {problem}", source=path, line=line) from None
     if data is None and not allow_empty:
         raise ConfigError(f"empty {what}", source=path)
-    return data
+    return data, lines
+
+
+def _collect_lines(loader: yaml.SafeLoader, node: yaml.Node, path: tuple, lines: KeyLines) -> None:
+    """Records the line of each key and list item under `node` (keys that are scalars)."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                here = (*path, loader.construct_object(key_node))
+                lines[here] = key_node.start_mark.line + 1
+                _collect_lines(loader, value_node, here, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*path, index)] = item.start_mark.line + 1
+            _collect_lines(loader, item, (*path, index), lines)
 
 
 def _check_kind(kind: str) -> None:

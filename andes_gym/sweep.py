@@ -1,4 +1,4 @@
-"""Training sweeps: a grid of config overrides x seeds, each trial one `andes_gym.train` run.
+"""Training sweeps: a grid of config overrides x seeds, each trial one training run.
 
     python -m andes_gym.sweep --config quickstart --grid algo.learning_rate=[1e-4,3e-4] \\
         --seeds 0 1 2 --ray
@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from andes_gym.scale.sweep import SweepSpec, parse_grid_item, run_sweep
+from andes_gym.training.config import ConfigError
 
 
 def parse_args(argv: list[str] | None = None) -> SweepSpec:
@@ -83,8 +84,6 @@ def parse_args(argv: list[str] | None = None) -> SweepSpec:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     spec = parse_args(argv)
-    from andes_gym.training.config import ConfigError
-
     try:
         result = run_sweep(spec)
     except (ConfigError, ValueError) as exc:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from andes_gym.scale.cluster import LOCAL
-from andes_gym.training.config import add_config_arguments
+from andes_gym.scale.cluster import LOCAL, RayConnectionError, RayUnavailableError, require_ray
+from andes_gym.training.config import ConfigError, add_config_arguments, load_config
+from andes_gym.training.run_dir import CheckpointError
 
 EXIT_INTERRUPTED = 130
 
@@ -88,13 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint).
     """
     args = _parser().parse_args(argv)
-    from andes_gym.scale.cluster import RayConnectionError, RayUnavailableError, require_ray
-    from andes_gym.training.checkpoint import CheckpointError
-    from andes_gym.training.config import ConfigError, load_config
-
     try:
         require_ray("python -m andes_gym.train_rllib")
-        from andes_gym.scale import rllib_trainer
+        from andes_gym.scale import rllib_trainer  # imports torch: after the Ray check
 
         runners = {
             "ray_address": args.ray,

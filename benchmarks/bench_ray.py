@@ -36,9 +36,9 @@ import yaml
 from _report import header, write_section
 
 from andes_gym.board.bisection import Bisection
+from andes_gym.board.leaderboard import BoardOptions, run_board
 from andes_gym.board.plan import board_cells, policy_entries
 from andes_gym.board.suite import load_suite, resolve_workloads
-from andes_gym.leaderboard import BoardOptions, run_board
 
 CPUS = 2
 NODES = (8, 64)

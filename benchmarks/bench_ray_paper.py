@@ -21,7 +21,7 @@ from pathlib import Path
 from _report import header, write_section
 
 from andes_gym.board.cells import TIMING_FIELDS
-from andes_gym.leaderboard import BoardOptions, run_board
+from andes_gym.board.leaderboard import BoardOptions, run_board
 
 CPUS = 2
 

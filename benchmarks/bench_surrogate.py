@@ -4,11 +4,10 @@ Three measurements, printed as a Markdown section and saved to
 benchmarks/results/surrogate.md:
 
 1. Env steps per second with a fixed scoring action, K = 64, on a contended (moderate)
-   load, for the compiled simulator and the Python reference side by side (same
+   load, for the compiled simulator and the Python specification side by side (same
    episodes), against the target of 20,000 steps/s, and where the time of a step goes.
 2. Simulated seconds per second on a one-hour, ~5 req/s ShareGPT workload on the
-   llama7b_a100 profile under FCFS: compiled, and Python with its closed-form fast path
-   on and off.
+   llama7b_a100 profile under FCFS: compiled, and the Python specification.
 3. Cost per env step with 100 / 1,000 / 10,000 concurrent requests (K = 64), and cost
    per simulated iteration with a running batch of 100 / 1,000 / 10,000 requests.
 4. Env steps per wall second through stable-baselines3's vector envs (the quickstart's
@@ -157,14 +156,14 @@ def step_components(env, seed: int) -> tuple[dict[str, float], int]:
     """Seconds per component over the steps of one episode (its reset untimed)."""
     from andes_gym.envs import scheduling_env
     from andes_gym.envs.scheduling_env import SchedulingEnv
-    from andes_gym.surrogate import simulator
+    from andes_gym.surrogate import base
 
     targets = {
         "step": (SchedulingEnv, "step"),
         "apply": (SurrogateBackend, "apply"),
         "next_decision": (SurrogateBackend, "next_decision"),
-        "decision_point": (SurrogateBackend, "_decision_point"),
-        "make_candidates": (simulator, "make_candidates"),
+        "decision_point": (base.SurrogateEngine, "_decision_point"),
+        "make_candidates": (base, "make_candidates"),
         "observe": (scheduling_env, "observe"),
         "potential": (SchedulingEnv, "_potential_now"),
         "scores": (SchedulingEnv, "_slot_scores_to_candidates"),
@@ -338,17 +337,14 @@ def bench_hour(duration_s: float) -> list[str]:
     wl = hour_workload(duration_s)
     agent = fcfs_agent()
     rows = []
-    for simulator, fast_forward in (("compiled", None), ("python", True), ("python", False)):
+    for simulator in ("compiled", "python"):
         env = SurrogateEnv(workload=wl, engine="llama7b_a100", simulator=simulator)
-        if fast_forward is not None:
-            env.backend.fast_forward = fast_forward
         with Clock() as c:
             info = play_agent(env, agent, seed=0)
         sim_s = env.backend.now_s
         iters = env.backend.num_iterations
-        mode = {None: "-", True: "on", False: "off"}[fast_forward]
         rows.append(
-            f"| {simulator} | {mode} | {sim_s:,.0f} | {iters:,} | {c.cpu:.2f} "
+            f"| {simulator} | {sim_s:,.0f} | {iters:,} | {c.cpu:.2f} "
             f"| {c.wall:.2f} | {sim_s / c.cpu:,.0f}x | {sim_s / c.wall:,.0f}x "
             f"| {iters / c.cpu:,.0f} | {info['qoe_summary']['mean_qoe']:.4f} |"
         )
@@ -357,14 +353,12 @@ def bench_hour(duration_s: float) -> list[str]:
         "",
         f"Poisson 5 req/s, ShareGPT lengths, reading targets, {len(wl):,} requests over "
         f"{wl.duration_s:,.0f} s; FCFS through `PolicyAgent` (here nothing is contested, so "
-        "the backend runs every decision itself). The compiled simulator runs every "
-        "iteration one by one; the Python one's `fast_forward` switches its closed-form "
-        "segments (pure-decode stretches, finishes inside them, prefill heads) off to show "
-        "their effect. Target: 1,000x real time.",
+        "the backend runs every decision itself). Both simulators run every iteration one "
+        "by one (`python` is the engine's numpy specification). Target: 1,000x real time.",
         "",
-        "| simulator | fast path | simulated s | iterations | CPU s | wall s | sim/CPU "
+        "| simulator | simulated s | iterations | CPU s | wall s | sim/CPU "
         "| sim/wall | iterations per CPU s | mean QoE |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]
@@ -456,36 +450,30 @@ def bench_scaling_batch(sizes: list[int]) -> list[str]:
         "A wide engine (max_num_seqs = batch, KV for everyone) runs all requests of a "
         "burst at once until they finish; uncontested, so the backend decides itself.",
         "",
-        "| running batch | iterations | us per iteration, python, fast path off (CPU) "
-        "| ratio | us per iteration, python, fast path on (CPU) | ratio "
-        "| us per iteration, compiled (CPU) | ratio | us per 1,000 tokens, compiled |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| running batch | iterations | us per iteration, python specification (CPU) "
+        "| ratio | us per iteration, compiled (CPU) | ratio | us per 1,000 tokens, compiled |",
+        "|---|---|---|---|---|---|---|",
     ]
     base = {}
     run_burst(CompiledSurrogateBackend(big_engine(10)), 10)  # loads the compiled kernels
     for n in sizes:
         cells = []
-        for fast_forward in (False, True, None):
-            if fast_forward is None:
-                backend = CompiledSurrogateBackend(big_engine(n))
-            else:
-                backend = SurrogateBackend(big_engine(n), fast_forward=fast_forward)
+        for engine in (SurrogateBackend, CompiledSurrogateBackend):
+            backend = engine(big_engine(n))
             cpu_s = run_burst(backend, n)
             us = 1e6 * cpu_s / backend.num_iterations
-            base.setdefault(fast_forward, us)
-            cells.append(f"{us:,.1f} | {us / base[fast_forward]:.1f}")
+            base.setdefault(engine, us)
+            cells.append(f"{us:,.1f} | {us / base[engine]:.1f}")
         per_k_tokens = 1e9 * cpu_s / backend.generated_tokens.sum()
         lines.append(
-            f"| {n:,} | {backend.num_iterations:,} | {cells[0]} | {cells[1]} | {cells[2]} "
+            f"| {n:,} | {backend.num_iterations:,} | {cells[0]} | {cells[1]} "
             f"| {per_k_tokens:,.0f} |"
         )
     lines += [
         "",
-        "With the Python fast path a whole segment costs a few dozen numpy calls whatever "
-        "its length, and each request's tokens go to the QoE tracker in one call when it "
-        "finishes, so the cost follows the number of requests and tokens, not iterations. "
-        "The compiled simulator iterates one by one at a few nanoseconds per request and "
-        "iteration, linear in the batch.",
+        "The specification pays a few dozen numpy calls per iteration; the compiled "
+        "simulator iterates at a few nanoseconds per request and iteration, linear in the "
+        "batch.",
         "",
     ]
     return lines

@@ -63,7 +63,7 @@ def sampling_params(max_tokens: int, extra: dict | None = None):
 def add_requests(handle, workload, seed: int, tag: str) -> None:
     from vllm import TokensPrompt
 
-    from andes_gym.envs.vllm_env import random_prompts
+    from andes_gym.engine_bridge.vllm_backend import random_prompts
 
     prompts = random_prompts(workload.prompt_tokens, handle.vocab_size, seed)
     for i, prompt in enumerate(prompts):
@@ -287,7 +287,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from andes_gym.engine_bridge.engine import create_engine, load_engine_config, release_engine
-    from andes_gym.envs.vllm_env import ENV_SCHEDULER
+    from andes_gym.engine_bridge.runtime import ENV_SCHEDULER
 
     cfg = load_engine_config(ENGINE)
     handle = create_engine(cfg, scheduler_cls=ENV_SCHEDULER)

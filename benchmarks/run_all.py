@@ -26,6 +26,8 @@ ORDER = (
     "surrogate",
     "policies",
     "vllm",
+    "hook",
+    "serving",
     "learned",
     "learned_k64",
     "learned_bc_only",

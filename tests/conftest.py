@@ -62,7 +62,7 @@ def test_engine_config() -> dict:
 def vllm_engine(vllm_available):
     """The session's engine, built with the environment-mode scheduler hook."""
     from andes_gym.engine_bridge.engine import create_engine, release_engine
-    from andes_gym.envs.vllm_env import ENV_SCHEDULER
+    from andes_gym.engine_bridge.runtime import ENV_SCHEDULER
 
     handle = create_engine(TEST_ENGINE, scheduler_cls=ENV_SCHEDULER)
     yield handle

@@ -13,3 +13,19 @@ TINY_LINEAR_PROFILE = {
     },
     "preemption": {"mode": "recompute"},
 }
+
+
+def contended(n: int = 120, rate_rps: float = 400.0, max_output: int = 160) -> dict:
+    """A ShareGPT-like workload config dense enough to contend for a small engine."""
+    return {
+        "name": "contended",
+        "num_requests": n,
+        "arrivals": {"kind": "gamma", "rate_rps": rate_rps, "cv": 3.0},
+        "lengths": {
+            "kind": "sharegpt",
+            "scale": 0.2,
+            "max_prompt_tokens": 200,
+            "max_output_tokens": max_output,
+        },
+        "targets": {"kind": "reading", "time_scale": 0.02},
+    }

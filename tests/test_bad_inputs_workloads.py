@@ -32,6 +32,7 @@ from andes_gym.engine_bridge.engine import (
 from andes_gym.evaluation import run_episode
 from andes_gym.surrogate import ProfileError, engine_profile_from_dict, load_engine_profile
 from andes_gym.workloads import (
+    StreamsConfig,
     TraceError,
     Workload,
     load_workload_config,
@@ -577,7 +578,9 @@ def test_missing_key_is_named() -> None:
 def test_every_shipped_workload_preset_still_loads() -> None:
     for name in available_configs("workloads"):
         cfg = load_workload_config(name)
-        if cfg.arrivals.kind != "trace":
+        if isinstance(cfg, StreamsConfig):  # several streams: every one of them loads
+            assert len(make_workload(cfg, 0)) == cfg.num_requests
+        elif cfg.arrivals.kind != "trace":
             cfg = workload_config_from_dict(
                 {**_plain(cfg), "num_requests": 5}, source=f"{name}.yaml"
             )

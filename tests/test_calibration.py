@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from andes_gym.calibrate import profile_yaml, sidecar_path, write_profile
+from andes_gym.calibration.calibrate import profile_yaml, sidecar_path, write_profile
 from andes_gym.calibration.fit import fit_nonneg, fit_stats, nnls
 from andes_gym.calibration.latency_fit import (
     COEF_FIELDS,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from andes_gym.calibrate import calibrate, engine_shape, sidecar_path
+from andes_gym.calibration.calibrate import calibrate, engine_shape, sidecar_path
 from andes_gym.calibration.profiler import (
     Scenario,
     StepRecorder,

@@ -1,10 +1,13 @@
-"""The compiled surrogate (`simulator="compiled"`) against the Python reference, side by side.
+"""The compiled engine (`simulator="compiled"`) against its specification
+(`simulator="python"`, `SurrogateBackend`), side by side.
 
-Both engines play the same episodes with the same actions; observations, rewards, episode
-ends and the final metrics must agree (observations exactly, rewards to rounding), over
-the engine features that change trajectories: both latency models, overhead terms, swap
-preemption, several iterations per decision, every decision asked, the oracle feature,
-each QoE variant, truncation, and solver policies deciding on candidates.
+Both engines play the same episodes with the same actions; observations, episode ends,
+engine times, the QoE record and the final metrics must be equal bit for bit, rewards to
+rounding (the environment sums the reward potential in another order than the kernel),
+over the engine features that change trajectories: both latency models, overhead terms,
+swap preemption, several iterations per decision, every decision asked, the oracle
+feature, each QoE variant, truncation, the token log of rgb_array rendering, and solver
+policies deciding on candidates.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pickle
 import numpy as np
 import pytest
 import yaml
-from surrogate_support import TINY_LINEAR_PROFILE
+from surrogate_support import TINY_LINEAR_PROFILE, contended
 
 from andes_gym.agents.adapter import PolicyAgent
 from andes_gym.agents.registry import make_policy
@@ -27,21 +30,6 @@ from andes_gym.surrogate.compiled import CompiledSurrogateBackend
 
 # Small K on purpose in some cases (the environment warns that waiting requests can hide).
 pytestmark = pytest.mark.filterwarnings("ignore:k_slots=.* is below")
-
-
-def contended(n: int = 120, rate_rps: float = 400.0, max_output: int = 160) -> dict:
-    return {
-        "name": "contended",
-        "num_requests": n,
-        "arrivals": {"kind": "gamma", "rate_rps": rate_rps, "cv": 3.0},
-        "lengths": {
-            "kind": "sharegpt",
-            "scale": 0.2,
-            "max_prompt_tokens": 200,
-            "max_output_tokens": max_output,
-        },
-        "targets": {"kind": "reading", "time_scale": 0.02},
-    }
 
 
 def profile_with(name: str, **sections) -> dict:
@@ -98,6 +86,7 @@ SCENARIOS = [
     ("area", {"engine": "cpu_tiny", "workload": contended(), "qoe_variant": "area"}),
     ("truncated", {"engine": "cpu_tiny", "workload": contended(), "time_limit_s": 0.4}),
     ("k_below_batch", {"engine": "cpu_tiny", "workload": contended(), "k_slots": 8}),
+    ("rgb_array", {"engine": "cpu_tiny", "workload": contended(), "render_mode": "rgb_array"}),
 ]
 
 
@@ -143,27 +132,34 @@ def assert_same_episode(a, b) -> None:
     for ia, ib in zip(infos_a, infos_b, strict=True):
         assert ia["num_candidates"] == ib["num_candidates"]
         assert ia["num_running"] == ib["num_running"]
-        assert ia["now_s"] == pytest.approx(ib["now_s"], rel=1e-12)
+        assert ia["now_s"] == ib["now_s"]
     last_a, last_b = infos_a[-1], infos_b[-1]
-    for name, value in last_a["qoe_summary"].items():
-        assert value == pytest.approx(last_b["qoe_summary"][name], rel=1e-9, abs=1e-12), name
+    assert last_a["qoe_summary"] == last_b["qoe_summary"]
     for name, value in last_a["request_metrics"].items():
-        other = last_b["request_metrics"][name]
-        if np.asarray(value).dtype.kind == "f":
-            np.testing.assert_allclose(value, other, rtol=1e-9, atol=1e-12, err_msg=name)
-        else:
-            np.testing.assert_array_equal(value, other, err_msg=name)
+        np.testing.assert_array_equal(value, last_b["request_metrics"][name], err_msg=name)
+
+
+def assert_same_engine_state(a, b) -> None:
+    """The two engines' QoE records (and token logs, where kept) are the same bits."""
+    ta, tb = a.backend.tracker, b.backend.tracker
+    np.testing.assert_array_equal(ta.floats, tb.floats, strict=True)
+    np.testing.assert_array_equal(ta.num_tokens, tb.num_tokens, strict=True)
+    if a.render_mode == "rgb_array":
+        for i in range(len(ta)):
+            np.testing.assert_array_equal(ta.token_times(i), tb.token_times(i), strict=True)
 
 
 @pytest.mark.parametrize("actions", ["random", "fixed"])
 @pytest.mark.parametrize("kwargs", [s[1] for s in SCENARIOS], ids=[s[0] for s in SCENARIOS])
-def test_compiled_plays_the_same_episodes_as_python(kwargs, actions):
-    episodes = []
+def test_compiled_plays_the_same_episodes_as_the_specification(kwargs, actions):
+    episodes, envs = [], []
     for simulator in ("compiled", "python"):
         env = SurrogateEnv(simulator=simulator, **kwargs)
         assert env.simulator == simulator
         episodes.append(rollout(env, seed=5, actions=actions))
+        envs.append(env)
     assert_same_episode(*episodes)
+    assert_same_engine_state(*envs)
     # The scenario is contested (or there would be nothing to compare).
     assert len(episodes[0][1]) > 5
 
@@ -198,9 +194,7 @@ def test_policies_deciding_on_candidates_agree(policy):
     (rew_c, info_c), (rew_p, info_p) = results
     assert len(rew_c) == len(rew_p) > 5
     np.testing.assert_allclose(rew_c, rew_p, atol=1e-12)
-    assert info_c["qoe_summary"]["mean_qoe"] == pytest.approx(
-        info_p["qoe_summary"]["mean_qoe"], rel=1e-12
-    )
+    assert info_c["qoe_summary"] == info_p["qoe_summary"]
 
 
 def test_reading_candidates_midway_changes_nothing():
@@ -238,7 +232,7 @@ def test_pickled_compiled_env_continues_identically():
     )
 
 
-def test_backend_matches_python_backend_decision_by_decision():
+def test_backend_matches_the_specification_decision_by_decision():
     """`CompiledSurrogateBackend` through the EngineBackend contract, as a hook would use it."""
     from andes_gym.core.selection import select
     from andes_gym.surrogate import SurrogateBackend
@@ -259,7 +253,8 @@ def test_backend_matches_python_backend_decision_by_decision():
         np.testing.assert_array_equal(cc.request_id, cp.request_id)
         np.testing.assert_array_equal(cc.kv_blocks_needed, cp.kv_blocks_needed)
         np.testing.assert_allclose(cc.q_serve, cp.q_serve, atol=1e-12)
-        np.testing.assert_allclose(capc.iter_latency_s, capp.iter_latency_s, rtol=1e-15)
+        np.testing.assert_array_equal(cc.q_serve, cp.q_serve)
+        np.testing.assert_array_equal(capc.iter_latency_s, capp.iter_latency_s)
         decision = select(-cc.qoe_now, cc, capc)  # least QoE first: preempts often
         for b in backends:
             b.apply(decision)
@@ -275,13 +270,7 @@ def test_backend_matches_python_backend_decision_by_decision():
 def test_compiled_engine_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="simulator must be one of"):
         SurrogateEnv(simulator="numba")
-    with pytest.raises(ValueError, match="rgb_array"):
-        SurrogateEnv(simulator="compiled", render_mode="rgb_array")
-    assert SurrogateEnv(render_mode="rgb_array").simulator == "python"  # auto picks python
-    backend = CompiledSurrogateBackend(engine_profile_from_dict(tiny()))
-    backend.on_iteration = lambda b: None
-    with pytest.raises(ValueError, match="on_iteration"):
-        backend.next_decision()
+    assert SurrogateEnv(render_mode="rgb_array").simulator == "compiled"  # it logs tokens too
     with pytest.raises(RuntimeError, match="pending decision point"):
         CompiledSurrogateBackend(engine_profile_from_dict(tiny())).apply(None)
     renamed = FeatureSpec(slot_features=("is_running_renamed", *SLOT_FEATURES[1:]))
@@ -356,16 +345,22 @@ def test_random_engines_play_the_same_episodes(case):
 
 def test_kernels_refuse_to_load_when_a_mirrored_constant_drifts(monkeypatch):
     from andes_gym import qoe
-    from andes_gym.surrogate.compiled import backend
+    from andes_gym.qoe import definition
+    from andes_gym.surrogate.compiled import backend, kernels
 
     backend._check_mirrors()  # in sync now
-    monkeypatch.setattr(qoe, "_COUNT_SLACK", 1e-6)
+    monkeypatch.setattr(definition, "_COUNT_SLACK", 1e-6)
     with pytest.raises(ImportError, match="QoE constants"):
         backend._check_mirrors()
     monkeypatch.undo()
-    monkeypatch.setattr(qoe, "_FLOAT_FIELDS", ("ttft_s", "arrival_s", *qoe._FLOAT_FIELDS[2:]))
+    monkeypatch.setattr(qoe, "FLOAT_ROWS", ("ttft_s", "arrival_s", *qoe.FLOAT_ROWS[2:]))
     with pytest.raises(ImportError, match="tracker rows"):
         backend._check_mirrors()
+    # The cost formulas the kernels compile from andes_gym/surrogate/costs.py.
+    kernels.check_costs_digest()  # in sync now
+    monkeypatch.setattr(kernels, "COSTS_DIGEST", "0" * 16)
+    with pytest.raises(ImportError, match=f"COSTS_DIGEST = '{kernels.costs_digest()}'"):
+        kernels.check_costs_digest()
 
 
 def test_auto_falls_back_to_python_with_a_warning_without_numba(monkeypatch):

@@ -15,15 +15,15 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from andes_gym.agents.adapter import ModelAgent, PolicyAgent  # noqa: E402
+from andes_gym.agents.learned import LearnedPolicy, PolicyLoadError, load_policy  # noqa: E402
 from andes_gym.agents.registry import make_policy  # noqa: E402
 from andes_gym.core.features import FeatureSpec, scores_from_slots  # noqa: E402
 from andes_gym.core.selection import select  # noqa: E402
-from andes_gym.engine_bridge.policy_io import LearnedPolicy, PolicyLoadError, load_policy  # noqa: E402
 from andes_gym.evaluation import run_episode  # noqa: E402
-from andes_gym.export import export_run  # noqa: E402
 from andes_gym.export import main as export_main  # noqa: E402
 from andes_gym.train import main as train_main  # noqa: E402
 from andes_gym.training.config import load_config  # noqa: E402
+from andes_gym.training.export_onnx import export_run  # noqa: E402
 from andes_gym.training.factory import load_predictor, make_env  # noqa: E402
 
 
@@ -143,7 +143,7 @@ def test_make_policy_loads_onnx_and_the_cli_writes_it(run_dir, tmp_path):
 def test_load_policy_imports_no_torch(run_dir, tmp_path):
     path = export_run(run_dir, tmp_path / "policy.onnx")
     code = (
-        "import sys; from andes_gym.engine_bridge.policy_io import load_policy; "
+        "import sys; from andes_gym.agents.learned import load_policy; "
         f"p = load_policy({str(path)!r}); "
         "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')"
     )

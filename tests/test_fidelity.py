@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from andes_gym.calibration.compare import error_summary, kendall_tau, relative_errors
+from andes_gym.calibration.fidelity import markdown_table, ranking_transfer
 from andes_gym.calibration.fidelity_data import RunRecord, compare_records, pooled_errors
-from andes_gym.fidelity import markdown_table, parse_workload_spec, ranking_transfer
+from andes_gym.calibration.workload_specs import parse_workload_spec
 
 
 def record(engine: str, ttft, qoe, preempt=None, policy="fcfs") -> RunRecord:
@@ -85,9 +86,9 @@ def test_workload_spec_overrides():
 
 @pytest.mark.vllm
 def test_fidelity_on_a_tiny_workload_writes_every_field(vllm_engine, tmp_path):
-    from andes_gym.calibrate import engine_shape
+    from andes_gym.calibration.calibrate import engine_shape
+    from andes_gym.calibration.fidelity import run_fidelity, write_outputs
     from andes_gym.calibration.fidelity_run import EnvArgs
-    from andes_gym.fidelity import run_fidelity, write_outputs
 
     # The surrogate twin of the session engine: its limits, a plausible latency model.
     shape = engine_shape(vllm_engine)

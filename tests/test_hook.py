@@ -429,7 +429,7 @@ def test_hook_serving_mode_falls_back_on_a_broken_policy(
     engine_yaml = tmp_path / "engine.yaml"
     engine_yaml.write_text(yaml.safe_dump(test_engine_config))
     proc = _run_subprocess(
-        ["-m", "andes_gym.engine_bridge.smoke", "--engine", str(engine_yaml), "--requests", "40"],
+        ["-m", "andes_gym.smoke", "--engine", str(engine_yaml), "--requests", "40"],
         {ENV_POLICY: "test_hook:CyclingBrokenPolicy"},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -13,9 +13,10 @@ from test_leaderboard_units import parse_tables
 
 from andes_gym.agents.base import Policy
 from andes_gym.board.cells import TIMING_FIELDS
+from andes_gym.board.leaderboard import BoardOptions, run_board
 from andes_gym.board.plan import make_cell, policy_entries
 from andes_gym.board.suite import load_suite, resolve_workloads
-from andes_gym.leaderboard import BoardOptions, main, run_board
+from andes_gym.leaderboard import main
 
 REQUIRED_FIELDS = (
     "policy",

@@ -13,7 +13,8 @@ import pytest
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp import web  # noqa: E402
 
-from andes_gym.loadgen import StreamRecord, main, replay, score  # noqa: E402
+from andes_gym.client.loadgen import StreamRecord, replay, score  # noqa: E402
+from andes_gym.loadgen import main  # noqa: E402
 from andes_gym.qoe import qoe  # noqa: E402
 from andes_gym.workloads.spec import Workload  # noqa: E402
 

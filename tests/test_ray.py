@@ -12,10 +12,10 @@ import pytest
 from ray_support import ray_local  # noqa: F401 (the session fixture)
 
 from andes_gym.board.cells import TIMING_FIELDS
+from andes_gym.board.leaderboard import BoardOptions, run_board
 from andes_gym.board.plan import make_cell, policy_entries
 from andes_gym.board.runner import CellRunner
 from andes_gym.board.suite import load_suite, resolve_workloads
-from andes_gym.leaderboard import BoardOptions, run_board
 from andes_gym.leaderboard import main as board_main
 from andes_gym.scale.cluster import RAY_EXTRA_HINT
 from andes_gym.scale.sweep import SweepSpec, make_trials, parse_grid_item, run_sweep
@@ -131,9 +131,9 @@ def test_grid_items_and_trial_order():
     assert trials[3].name == "t003__learning_rate=0.0003_n_epochs=2__seed1"
 
 
-def _fake_train(argv: list[str]) -> int:
-    """Stands in for `andes_gym.train.main`: a run directory whose eval.csv follows the lr."""
-    sets = dict(a.split("=", 1) for a in argv[1::2] if "=" in a)
+def _fake_train(config_path: str, overrides: list[str]) -> int:
+    """Stands in for the sweep's training run: a run directory whose eval.csv follows the lr."""
+    sets = dict(a.split("=", 1) for a in overrides)
     lr = float(sets["algo.learning_rate"])
     run_dir = Path(sets["run_root"]) / f"andes_gym-Surrogate-v0__smoke__{sets['seed']}__now"
     run_dir.mkdir(parents=True)

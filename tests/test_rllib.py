@@ -253,7 +253,7 @@ def test_short_run_exports_a_policy_that_loads_and_decides(tmp_path, sb3_run, mo
     import torch
 
     from andes_gym.agents.adapter import PolicyAgent
-    from andes_gym.engine_bridge.policy_io import load_policy
+    from andes_gym.agents.learned import load_policy
     from andes_gym.evaluation import run_episode
     from andes_gym.scale import rllib_checkpoint as ckpt
     from andes_gym.train_rllib import main
@@ -343,7 +343,7 @@ def test_short_run_exports_a_policy_that_loads_and_decides(tmp_path, sb3_run, mo
 def test_live_engine_rollouts_on_one_env_runner(test_engine_config, tmp_path):
     """One env runner builds its own tiny vLLM engine (in the runner process) and samples
     `andes_gym/VLLM-v0`; this process builds none (the session's engine may be alive)."""
-    from andes_gym.engine_bridge.policy_io import load_policy
+    from andes_gym.agents.learned import load_policy
     from andes_gym.scale.rllib_trainer import train
     from andes_gym.training.config import config_from_dict
 

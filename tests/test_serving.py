@@ -22,10 +22,11 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 pytest.importorskip("vllm")
 pytest.importorskip("aiohttp")
 
-from andes_gym.export import export_run  # noqa: E402
-from andes_gym.loadgen import _load_workload, replay  # noqa: E402
-from andes_gym.serve import build_command  # noqa: E402
+from andes_gym.client.loadgen import load_replay_workload as _load_workload  # noqa: E402
+from andes_gym.client.loadgen import replay  # noqa: E402
+from andes_gym.engine_bridge.server import build_command  # noqa: E402
 from andes_gym.train import main as train_main  # noqa: E402
+from andes_gym.training.export_onnx import export_run  # noqa: E402
 
 # The live engine's limits match the cpu_tiny engine profile (contended KV cache).
 ENGINE_ARGS = [
@@ -100,7 +101,7 @@ def test_exported_policy_acts_in_the_live_env(vllm_engine, exported_policy):
 
     import andes_gym.envs  # noqa: F401 (registers the ids)
     from andes_gym.agents.adapter import PolicyAgent
-    from andes_gym.engine_bridge.policy_io import load_policy
+    from andes_gym.agents.learned import load_policy
     from andes_gym.evaluation import run_episode
     from andes_gym.workloads.spec import Workload
 

@@ -173,7 +173,7 @@ def _model_dir(path: Path, tokenizer: bool) -> Path:
 
 
 def test_serve_keeps_the_tokenizer_of_a_real_model(tmp_path):
-    from andes_gym.serve import build_command
+    from andes_gym.engine_bridge.server import build_command
 
     model = _model_dir(tmp_path / "llama", tokenizer=True)
     argv, env = build_command("andes", model=str(model))
@@ -200,7 +200,7 @@ def test_serve_main_starts_a_real_model_with_its_tokenizer(tmp_path, monkeypatch
 
 
 def test_serve_skips_the_tokenizer_only_where_there_is_none(tmp_path):
-    from andes_gym.serve import build_command
+    from andes_gym.engine_bridge.server import build_command
 
     bare = _model_dir(tmp_path / "bare", tokenizer=False)
     argv, _ = build_command("fcfs", model=str(bare))

@@ -52,17 +52,6 @@ def test_cpu_tiny_matches_the_hand_measured_decode_steps():
     assert model.iteration_s(0, 40, 0) == pytest.approx(3.8e-3, rel=0.05)
 
 
-@pytest.mark.parametrize("name", ["llama7b_a100", "cpu_tiny"])
-def test_vectorized_latencies_equal_scalar_calls_exactly(name):
-    model = make_latency_model(load_engine_profile(name))
-    run = model.decode_run_s(7, 1234, 50)
-    one_by_one = [model.iteration_s(0, 7, 1234 + 7 * j) for j in range(50)]
-    assert run.tolist() == one_by_one
-    p, d, c = np.array([0, 30, 0]), np.array([3, 1, 9]), np.array([100, 250, 900])
-    arr = model.iteration_s_array(p, d, c)
-    assert arr.tolist() == [model.iteration_s(*x) for x in zip(p, d, c, strict=True)]
-
-
 def test_linear_model_formula():
     model = LinearLatencyModel(engine_profile_from_dict(LINEAR).latency)
     assert model.iteration_s(10, 2, 100) == pytest.approx(0.01 + 0.01 + 0.004 + 0.01)

@@ -1,4 +1,6 @@
-"""The surrogate simulator (`SurrogateBackend`) driven directly, decision by decision."""
+"""The surrogate engine driven directly, decision by decision: every test runs on the
+specification (`SurrogateBackend`) and on the compiled engine (`CompiledSurrogateBackend`),
+with expectations computed by hand from the rules."""
 
 from __future__ import annotations
 
@@ -10,15 +12,21 @@ import numpy as np
 import pytest
 from surrogate_support import TINY_LINEAR_PROFILE
 
+from andes_gym.core.backend import DecisionConfig
 from andes_gym.core.selection import decision_from_order, fits_all, select
-from andes_gym.envs.backend import DecisionConfig
 from andes_gym.envs.scheduling_env import decision_for_all
 from andes_gym.surrogate import SurrogateBackend, engine_profile_from_dict, load_engine_profile
+from andes_gym.surrogate.base import RUNNING
+from andes_gym.surrogate.compiled import CompiledSurrogateBackend
 from andes_gym.surrogate.profile import KVCacheSpec, OverheadSpec
-from andes_gym.surrogate.simulator import RUNNING
 from andes_gym.workloads import Workload, make_workload, workload_config_from_dict
 
 TINY = TINY_LINEAR_PROFILE
+ENGINES = [
+    pytest.param(SurrogateBackend, id="spec"),
+    pytest.param(CompiledSurrogateBackend, id="compiled"),
+]
+pytestmark = pytest.mark.parametrize("engine", ENGINES)
 
 
 def tiny(**sections) -> dict:
@@ -76,13 +84,13 @@ def drive(backend, wl, policy=least_qoe_first, env_rule=False, max_steps=100_000
     return steps
 
 
-def cpu_backend(**kw) -> SurrogateBackend:
-    return SurrogateBackend(load_engine_profile("cpu_tiny"), **kw)
+def cpu_backend(engine, **kw):
+    return engine(load_engine_profile("cpu_tiny"), **kw)
 
 
-def test_every_request_finishes_with_its_exact_length_despite_preemptions():
+def test_every_request_finishes_with_its_exact_length_despite_preemptions(engine):
     wl = contended_workload()
-    backend = cpu_backend()
+    backend = cpu_backend(engine)
     drive(backend, wl)
     assert backend.finished.all()
     assert np.array_equal(backend.generated_tokens, wl.output_tokens)
@@ -93,10 +101,10 @@ def test_every_request_finishes_with_its_exact_length_despite_preemptions():
     assert np.all(first_token >= wl.arrival_s)
 
 
-def test_kv_and_batch_limits_hold_at_every_iteration():
+def test_kv_and_batch_limits_hold_at_every_iteration(engine):
     wl = contended_workload(n=100)
     profile = load_engine_profile("cpu_tiny")
-    backend = SurrogateBackend(profile, fast_forward=False)
+    backend = engine(profile)
     bs, seen = profile.kv.block_size, []
 
     def check(b):
@@ -117,10 +125,13 @@ def test_kv_and_batch_limits_hold_at_every_iteration():
 
 @pytest.mark.parametrize("mode", ["recompute", "swap", "overhead"])
 @pytest.mark.parametrize("iters_per_decision", [1, 3])
-def test_fast_forward_and_backend_skipping_are_exact(mode, iters_per_decision):
+def test_backend_skipping_and_watching_every_iteration_are_exact(engine, mode, iters_per_decision):
+    """The same episode with uncontested points skipped inside the backend, and with every
+    iteration watched (token log and hook: the compiled engine then returns after each),
+    is the specification's episode, bit for bit."""
     wl = contended_workload(n=120, seed=1)
     profile = load_engine_profile("cpu_tiny")
-    if mode == "overhead":  # per-iteration serving terms (the closed forms add them too)
+    if mode == "overhead":  # per-iteration serving terms
         overhead = OverheadSpec(per_prefill_seq_s=2.5e-4, per_request_s=3.9e-6)
         profile = dataclasses.replace(profile, overhead=overhead)
     if mode == "swap":
@@ -140,17 +151,21 @@ def test_fast_forward_and_backend_skipping_are_exact(mode, iters_per_decision):
         profile = engine_profile_from_dict(data)
     cfg = DecisionConfig(iters_per_decision=iters_per_decision)
 
-    def run(fast_forward, backend_skips):
-        b = SurrogateBackend(profile, cfg, record_token_times=True, fast_forward=fast_forward)
+    def run(backend_cls, backend_skips, watched):
+        b = backend_cls(profile, cfg, record_token_times=True)
         b.skip_uncontested = backend_skips
+        iterations = []
+        if watched:
+            b.on_iteration = lambda b: iterations.append(b.now_s)
         steps = drive(b, wl, env_rule=True)
         times = [b.tracker.token_times(i) for i in range(len(wl))]
+        assert len(iterations) == (b.num_iterations if watched else 0)
         return b, steps, times
 
-    ref, _, ref_times = run(False, False)
+    ref, _, ref_times = run(SurrogateBackend, False, True)
     assert ref.finished.all() and ref.num_preemptions.sum() > 0
-    for fast_forward, backend_skips in [(True, False), (True, True), (False, True)]:
-        b, _, times = run(fast_forward, backend_skips)
+    for backend_skips, watched in [(False, False), (True, False), (True, True)]:
+        b, _, times = run(engine, backend_skips, watched)
         assert b.now_s == ref.now_s
         assert b.num_iterations == ref.num_iterations
         assert np.array_equal(b.num_preemptions, ref.num_preemptions)
@@ -158,11 +173,12 @@ def test_fast_forward_and_backend_skipping_are_exact(mode, iters_per_decision):
         np.testing.assert_allclose(
             b.tracker.state.sum_delay_s, ref.tracker.state.sum_delay_s, rtol=1e-12, atol=1e-12
         )
+        np.testing.assert_array_equal(b.tracker.floats, ref.tracker.floats, strict=True)
 
 
-def test_first_token_comes_at_the_end_of_the_prefill_iteration():
+def test_first_token_comes_at_the_end_of_the_prefill_iteration(engine):
     profile = tiny()
-    backend = SurrogateBackend(profile, record_token_times=True)
+    backend = engine(profile, record_token_times=True)
     wl = workload((0.25, 10, 3))
     drive(backend, wl, oldest_first)
     lat = backend.latency
@@ -172,14 +188,14 @@ def test_first_token_comes_at_the_end_of_the_prefill_iteration():
     np.testing.assert_allclose(backend.tracker.token_times(0), [t1, t2, t3], rtol=0, atol=1e-12)
 
 
-def test_serving_overhead_adds_its_terms_to_each_iteration_and_decision():
+def test_serving_overhead_adds_its_terms_to_each_iteration_and_decision(engine):
     overhead = {
         "per_prefill_seq_s": 0.004,
         "per_request_s": 0.0005,
         "decision_s": 0.003,
         "per_candidate_s": 0.0002,
     }
-    backend = SurrogateBackend(tiny(overhead=overhead), record_token_times=True)
+    backend = engine(tiny(overhead=overhead), record_token_times=True)
     wl = workload((0.25, 10, 2), (0.25, 6, 2))
     backend.start(wl, 0)
     cands, cap = backend.next_decision()
@@ -200,20 +216,20 @@ def test_serving_overhead_adds_its_terms_to_each_iteration_and_decision():
         np.testing.assert_allclose(backend.tracker.token_times(i), [t1, t2], rtol=0, atol=1e-12)
 
 
-def test_zero_overhead_section_changes_nothing():
+def test_zero_overhead_section_changes_nothing(engine):
     wl = contended_workload(n=60, seed=2)
     base = load_engine_profile("cpu_tiny")
     zeros = dataclasses.replace(base, overhead=OverheadSpec(0.0, 0.0, 0.0, 0.0))
     runs = []
     for profile in (base, zeros):
-        b = SurrogateBackend(profile, record_token_times=True)
+        b = engine(profile, record_token_times=True)
         drive(b, wl)
         runs.append([b.tracker.token_times(i) for i in range(len(wl))])
     assert all(np.array_equal(x, y) for x, y in zip(*runs, strict=True))
 
 
-def test_chunked_prefill_splits_a_long_prompt_under_the_token_budget():
-    backend = SurrogateBackend(tiny(), record_token_times=True)
+def test_chunked_prefill_splits_a_long_prompt_under_the_token_budget(engine):
+    backend = engine(tiny(), record_token_times=True)
     drive(backend, workload((0.0, 40, 1)), oldest_first)
     lat = backend.latency
     # 40 prompt tokens under a 16-token budget: chunks of 16, 16, 8.
@@ -222,9 +238,9 @@ def test_chunked_prefill_splits_a_long_prompt_under_the_token_budget():
     assert backend.num_iterations == 3
 
 
-def _run_then_preempt(profile):
+def _run_then_preempt(engine, profile):
     """Request 0 (prompt 20, output 10) runs 3 iterations, is preempted, then re-admitted."""
-    backend = SurrogateBackend(profile, record_token_times=True)
+    backend = engine(profile, record_token_times=True)
     backend.start(workload((0.0, 20, 10)), 0)
     for _ in range(3):  # prefill 16 + 4 (first token), then one decode
         cands, cap = backend.next_decision()
@@ -236,8 +252,8 @@ def _run_then_preempt(profile):
     return backend
 
 
-def test_recompute_preemption_reprefills_and_delivers_nothing_meanwhile():
-    backend = _run_then_preempt(tiny())
+def test_recompute_preemption_reprefills_and_delivers_nothing_meanwhile(engine):
+    backend = _run_then_preempt(engine, tiny())
     assert backend.computed_tokens[0] == 0
     cands, cap = backend.next_decision()
     assert not cands.is_running[0]
@@ -259,9 +275,9 @@ def drive_rest(backend):
         backend.apply(select(np.zeros(len(ctx[0])), *ctx))
 
 
-def test_swap_preemption_resumes_decoding_at_a_transfer_cost():
+def test_swap_preemption_resumes_decoding_at_a_transfer_cost(engine):
     profile = tiny(kv={"kv_bytes_per_token": 1e6}, preemption={"mode": "swap", "swap_bw_gb_s": 1.0})
-    backend = _run_then_preempt(profile)
+    backend = _run_then_preempt(engine, profile)
     assert backend.computed_tokens[0] == 21  # kept (in host memory)
     cands, cap = backend.next_decision()
     assert cands.kv_blocks_needed[0] == -(-22 // 4)
@@ -277,9 +293,9 @@ def test_swap_preemption_resumes_decoding_at_a_transfer_cost():
     assert backend.generated_tokens[0] == 10
 
 
-def test_kv_overflow_preempts_the_lowest_priority_running_request():
+def test_kv_overflow_preempts_the_lowest_priority_running_request(engine):
     profile = tiny(kv={"num_blocks": 6}, limits={"max_model_len": 24})  # 24 tokens of KV
-    backend = SurrogateBackend(profile, DecisionConfig(iters_per_decision=40))
+    backend = engine(profile, DecisionConfig(iters_per_decision=40))
     backend.start(workload((0.0, 4, 12), (0.0, 4, 12)), 0)
     cands, cap = backend.next_decision()
     backend.apply(decision_from_order(np.array([1, 0]), 2))  # 1 first, then 0
@@ -290,19 +306,19 @@ def test_kv_overflow_preempts_the_lowest_priority_running_request():
     assert backend.finished.all()
 
 
-def test_requests_that_can_never_run_are_rejected_by_name():
-    backend = SurrogateBackend(tiny())
+def test_requests_that_can_never_run_are_rejected_by_name(engine):
+    backend = engine(tiny())
     with pytest.raises(ValueError, match=r"request 1 .*max_model_len=64"):
         backend.start(workload((0.0, 10, 10), (0.0, 60, 10)), 0)
     # A profile built in code is not validated: the simulator still names what cannot fit.
     small_kv = dataclasses.replace(tiny(), kv=KVCacheSpec(num_blocks=3, block_size=4))
-    backend = SurrogateBackend(small_kv)
+    backend = engine(small_kv)
     with pytest.raises(ValueError, match=r"request 0 .*3 blocks"):
         backend.start(workload((0.0, 10, 10)), 0)
 
 
-def test_idle_engine_jumps_to_the_next_arrival():
-    backend = SurrogateBackend(tiny(), record_token_times=True)
+def test_idle_engine_jumps_to_the_next_arrival(engine):
+    backend = engine(tiny(), record_token_times=True)
     backend.skip_uncontested = True
     drive(backend, workload((0.0, 4, 2), (100.0, 8, 1)), oldest_first)
     first = backend.tracker.token_times(1)[0]
@@ -310,8 +326,8 @@ def test_idle_engine_jumps_to_the_next_arrival():
     assert backend.num_iterations == 3
 
 
-def test_time_limit_stops_with_unfinished_requests():
-    backend = cpu_backend()
+def test_time_limit_stops_with_unfinished_requests(engine):
+    backend = cpu_backend(engine)
     backend.time_limit_s = 0.05
     drive(backend, contended_workload(n=80))
     assert 0.05 <= backend.now_s < 0.06
@@ -319,8 +335,8 @@ def test_time_limit_stops_with_unfinished_requests():
     assert backend.next_decision() is None
 
 
-def test_a_decision_that_runs_nothing_still_advances_time():
-    backend = SurrogateBackend(tiny())
+def test_a_decision_that_runs_nothing_still_advances_time(engine):
+    backend = engine(tiny())
     backend.start(workload((0.0, 4, 2)), 0)
     backend.next_decision()
     backend.apply(decision_from_order(np.zeros(0, dtype=np.int64), 1))
@@ -328,9 +344,9 @@ def test_a_decision_that_runs_nothing_still_advances_time():
     assert backend.generated_tokens[0] == 0
 
 
-def test_deterministic_and_picklable_mid_episode():
+def test_deterministic_and_picklable_mid_episode(engine):
     wl = contended_workload(n=80, seed=3)
-    a = cpu_backend()
+    a = cpu_backend(engine)
     a.start(wl, 0)
     for _ in range(30):
         a.apply(least_qoe_first(*a.next_decision()))
@@ -341,15 +357,15 @@ def test_deterministic_and_picklable_mid_episode():
     assert a.now_s == b.now_s
     assert np.array_equal(a.num_preemptions, b.num_preemptions)
     assert np.array_equal(a.tracker.state.sum_delay_s, b.tracker.state.sum_delay_s)
-    c = cpu_backend()
+    c = cpu_backend(engine)
     drive(c, wl)
     assert c.now_s == a.now_s
     assert np.array_equal(c.tracker.state.sum_delay_s, a.tracker.state.sum_delay_s)
 
 
-def test_candidates_follow_the_documented_fields():
+def test_candidates_follow_the_documented_fields(engine):
     wl = contended_workload(n=80)
-    backend = SurrogateBackend(load_engine_profile("cpu_tiny"), DecisionConfig(oracle=True))
+    backend = engine(load_engine_profile("cpu_tiny"), DecisionConfig(oracle=True))
     backend.start(wl, 0)
     for _ in range(25):
         cands, cap = backend.next_decision()
@@ -362,6 +378,6 @@ def test_candidates_follow_the_documented_fields():
         assert np.all(cands.kv_blocks_needed >= cands.kv_blocks_held)
         assert np.all(wl.arrival_s[ids] <= cands.now_s)
         backend.apply(least_qoe_first(cands, cap))
-    no_oracle = SurrogateBackend(load_engine_profile("cpu_tiny"))
+    no_oracle = engine(load_engine_profile("cpu_tiny"))
     no_oracle.start(wl, 0)
     assert no_oracle.next_decision()[0].remaining_tokens is None

@@ -10,9 +10,10 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from andes_gym.train import EXIT_INTERRUPTED, main  # noqa: E402
+from andes_gym.train import main  # noqa: E402
 from andes_gym.training import checkpoint as ckpt  # noqa: E402
 from andes_gym.training.config import ConfigError, load_config  # noqa: E402
+from andes_gym.training.run import EXIT_INTERRUPTED  # noqa: E402
 
 
 def _train(

@@ -20,6 +20,18 @@ from andes_gym.core.features import slot_action_from_decision
 from andes_gym.core.selection import Decision, check_decision
 
 
+def attach_world(policy: Policy, env) -> None:
+    """Gives a model-based policy (one with an `attach` method, e.g. `andes_rollout`)
+    what a deployment would tell it: the engine profile and the traffic distribution
+    (the environment's workload source, a distribution it samples from; never the
+    episode's requests). Other policies, and environments without a profile, are left
+    alone."""
+    attach = getattr(policy, "attach", None)
+    unwrapped = env.unwrapped
+    if attach is not None and hasattr(unwrapped, "engine_profile"):
+        attach(unwrapped.engine_profile, unwrapped.workload_source)
+
+
 class PolicyAgent:
     """Wraps a `Policy` so it acts through an environment's action space.
 
@@ -35,6 +47,7 @@ class PolicyAgent:
         self.check = check
         self.via_slots = via_slots
         self.decision_ms: list[float] = []
+        self._attached = False
 
     @property
     def name(self) -> str:
@@ -43,6 +56,7 @@ class PolicyAgent:
     def reset(self, seed: int | None = None) -> None:
         self.policy.reset(seed)
         self.decision_ms = []
+        self._attached = False
 
     def decide(self, env) -> Decision:
         """The policy's decision for the environment's pending decision point (timed)."""
@@ -50,6 +64,9 @@ class PolicyAgent:
         if ctx is None:
             raise RuntimeError("the environment has no pending decision (episode over?)")
         candidates, capacity, _ = ctx
+        if not self._attached:
+            attach_world(self.policy, env)
+            self._attached = True
         start = time.perf_counter()
         decision = self.policy.decide(candidates, capacity)
         self.decision_ms.append((time.perf_counter() - start) * 1e3)

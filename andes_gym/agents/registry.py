@@ -1,4 +1,8 @@
-"""Policies registered by name, with string entry points so importing imports nothing heavy."""
+"""Policies registered by name, with string entry points so importing imports nothing heavy.
+
+Exported checkpoints (`.onnx`) load as `andes_gym.agents.learned.LearnedPolicy`
+(onnxruntime is imported only then).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import importlib
 from pathlib import Path
 
 from andes_gym.agents.base import Policy
+from andes_gym.agents.learned import load_policy
 
 _ENTRY_POINTS: dict[str, str] = {}
 
@@ -32,6 +37,16 @@ def registered_policies() -> list[str]:
     return sorted(_ENTRY_POINTS)
 
 
+def load_entry_point(entry_point: str):
+    """The object an entry point `"package.module:Name"` names (the module is imported now).
+
+    Raises:
+        ImportError, AttributeError: When the module or the name does not exist.
+    """
+    module_name, name = entry_point.rsplit(":", 1)
+    return getattr(importlib.import_module(module_name), name)
+
+
 def policy_class(name: str) -> type[Policy]:
     """The class registered under `name`.
 
@@ -40,8 +55,7 @@ def policy_class(name: str) -> type[Policy]:
     """
     if name not in _ENTRY_POINTS:
         raise KeyError(f"unknown policy {name!r}; registered: {', '.join(registered_policies())}")
-    module_name, class_name = _ENTRY_POINTS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return load_entry_point(_ENTRY_POINTS[name])
 
 
 def make_policy(name_or_path: str, **kwargs) -> Policy:
@@ -55,8 +69,6 @@ def make_policy(name_or_path: str, **kwargs) -> Policy:
         KeyError: Unknown name.
     """
     if name_or_path.endswith(".onnx") or Path(name_or_path).suffix == ".onnx":
-        from andes_gym.engine_bridge.policy_io import load_policy
-
         return load_policy(name_or_path)
     return policy_class(name_or_path)(**kwargs)
 

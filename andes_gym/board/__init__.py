@@ -1,4 +1,4 @@
 """Leaderboard machinery: suites, cells, parallel runner, capacity bisection, reports, plots.
 
-The command-line entry point is `andes_gym.leaderboard`.
+`leaderboard.run_board` runs one board; the command-line entry point is `andes_gym.leaderboard`.
 """

@@ -20,9 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
+import andes_gym.envs  # noqa: F401 (registers the env ids)
+from andes_gym.agents.adapter import PolicyAgent
+from andes_gym.agents.registry import load_entry_point, make_policy, policy_class
 from andes_gym.config_files import read_yaml, resolve_config
+from andes_gym.evaluation import run_episode
 from andes_gym.metrics import SUMMARY_FIELDS
 
 ENV_IDS = {"surrogate": "andes_gym/Surrogate-v0", "vllm": "andes_gym/VLLM-v0"}
@@ -94,9 +99,20 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.@=+-]", "_", text)
 
 
-# What an episode runs through: a change here may change a cell's result.
-EPISODE_PACKAGES = ("agents", "core", "engine_bridge", "envs", "surrogate", "workloads")
-EPISODE_MODULES = ("config_files.py", "evaluation.py", "metrics.py", "qoe.py")
+# What an episode runs through (packages and modules of andes_gym, each either a folder
+# or a `.py` file): a change here may change a cell's result.
+EPISODE_SOURCES = (
+    "agents",
+    "core",
+    "engine_bridge",
+    "envs",
+    "qoe",
+    "surrogate",
+    "workloads",
+    "config_files",
+    "evaluation",
+    "metrics",
+)
 
 
 def code_digest(engine_files: Sequence[Path] = ()) -> str:
@@ -110,8 +126,10 @@ def code_digest(engine_files: Sequence[Path] = ()) -> str:
         engine_files: The engine config files the run reads (see `engine_config_files`).
     """
     package = Path(__file__).resolve().parents[1]
-    files = [p for name in EPISODE_PACKAGES for p in sorted((package / name).rglob("*.py"))]
-    files += [package / name for name in EPISODE_MODULES]
+    files = []
+    for name in EPISODE_SOURCES:
+        path = package / name
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
     files += [Path(__file__).resolve(), *engine_files]
     h = hashlib.sha256()
     for path in files:
@@ -170,13 +188,8 @@ def load_policy_spec(spec: str, kwargs: dict | None = None):
         KeyError: Unknown registered name.
         ImportError, AttributeError: A `module:Class` that does not exist.
     """
-    from andes_gym.agents import make_policy
-
     if ":" in spec and not spec.endswith(".onnx") and not Path(spec).exists():
-        import importlib
-
-        module_name, class_name = spec.rsplit(":", 1)
-        return getattr(importlib.import_module(module_name), class_name)(**(kwargs or {}))
+        return load_entry_point(spec)(**(kwargs or {}))
     if spec.endswith(".onnx"):
         if kwargs:
             raise ValueError(f"an exported policy takes no kwargs, got {kwargs} for {spec}")
@@ -187,17 +200,11 @@ def load_policy_spec(spec: str, kwargs: dict | None = None):
 def policy_is_oracle(spec: str) -> bool:
     """Whether a policy needs the oracle environment; False when it cannot be loaded
     (the cell then fails and reports why)."""
-    from andes_gym.agents import policy_class
-
     try:
         if spec.endswith(".onnx"):
             return bool(getattr(load_policy_spec(spec), "oracle", False))
         if ":" in spec:
-            import importlib
-
-            module_name, class_name = spec.rsplit(":", 1)
-            cls = getattr(importlib.import_module(module_name), class_name)
-            return bool(getattr(cls, "oracle", False))
+            return bool(getattr(load_entry_point(spec), "oracle", False))
         return bool(policy_class(spec).oracle)
     except Exception:  # noqa: BLE001 (reported when the cell runs)
         return False
@@ -220,10 +227,6 @@ def make_env(cell: Cell, **extra):
         **extra: More environment kwargs that do not change the result (the live
             engine's shared `engine_handle`).
     """
-    import gymnasium as gym
-
-    import andes_gym.envs  # noqa: F401 (registers the env ids)
-
     kwargs = dict(cell.env_kwargs)
     if cell.num_timelines > 0:
         # The rgb_array render mode makes the backend record every token's delivery time.
@@ -294,9 +297,6 @@ def run_cell_in_env(cell: Cell, env) -> dict:
     Returns:
         The result record (see `run_cell`). Exceptions propagate.
     """
-    from andes_gym.agents.adapter import PolicyAgent
-    from andes_gym.evaluation import run_episode
-
     start = time.perf_counter()
     agent = PolicyAgent(load_policy_spec(cell.policy_spec, cell.policy_kwargs))
     result = run_episode(env, agent, seed=cell.seed)

@@ -31,6 +31,8 @@ from andes_gym.board.cells import (
     run_cell,
     write_record,
 )
+from andes_gym.engine_bridge.engine import create_engine, release_engine
+from andes_gym.engine_bridge.runtime import ENV_SCHEDULER
 
 
 @dataclass
@@ -173,9 +175,6 @@ def _run_live(cells: list[Cell], done: Callable[[Cell, dict], None], handle: Any
     every cell's environment receives it as `engine_handle` (closing such an environment
     leaves the engine up).
     """
-    from andes_gym.engine_bridge.engine import create_engine, release_engine
-    from andes_gym.envs.vllm_env import ENV_SCHEDULER
-
     owned = handle is None
     if owned:
         try:

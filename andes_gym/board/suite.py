@@ -29,21 +29,33 @@ A suite is a YAML file (`configs/suites/<name>.yaml`)::
         tolerance: 0.1
         qoe_threshold: 0.95
 
-Every mapping rejects unknown keys with an error naming the key and the file.
+Every mapping rejects unknown keys with an error naming the key, the file and its line.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, MinLen
+from pydantic import AfterValidator, BeforeValidator
 
 from andes_gym.board.cells import policy_label
-from andes_gym.config_files import ConfigError, read_yaml, resolve_config
+from andes_gym.config_files import ConfigError, KeyLines, read_yaml_lines, resolve_config
+from andes_gym.config_schema import (
+    Distinct,
+    Int,
+    NoneIsEmpty,
+    Number,
+    Str,
+    Text,
+    none_means,
+    section,
+    validate,
+)
 from andes_gym.workloads import (
     load_workload_config,
     workload_config_from_dict,
@@ -61,6 +73,22 @@ class SuiteError(ConfigError):
     """A suite file that cannot be used; the message names the file and the key."""
 
 
+def _listed(value: Any) -> Any:
+    """One item written without brackets (`seeds: 0`, `policies: fcfs`) as a list of it."""
+    return [value] if isinstance(value, str | int | Mapping) else value
+
+
+def _shorthand(key: str) -> BeforeValidator:
+    """A mapping written as its one required value: `fcfs` for `{policy: fcfs}`."""
+    return BeforeValidator(lambda value: {key: value} if isinstance(value, str) else value)
+
+
+Mapping_ = Annotated[dict, NoneIsEmpty]
+Seeds = Annotated[tuple[Annotated[Int, Ge(0)], ...], MinLen(1), Distinct, BeforeValidator(_listed)]
+Names = Annotated[tuple[Text, ...], MinLen(1), BeforeValidator(_listed)]
+
+
+@section
 @dataclass(frozen=True)
 class EnvSpec:
     """The environment every cell runs in.
@@ -72,16 +100,17 @@ class EnvSpec:
         vllm: Extra kwargs on the live engine.
     """
 
-    kind: str = "surrogate"
-    kwargs: dict = field(default_factory=dict)
-    surrogate: dict = field(default_factory=dict)
-    vllm: dict = field(default_factory=dict)
+    kind: Literal[ENV_KINDS] = "surrogate"
+    kwargs: Mapping_ = field(default_factory=dict)
+    surrogate: Mapping_ = field(default_factory=dict)
+    vllm: Mapping_ = field(default_factory=dict)
 
     def kwargs_for(self, kind: str) -> dict:
         """The kwargs for environment `kind` (common ones, then the kind's own)."""
         return {**self.kwargs, **getattr(self, kind)}
 
 
+@section
 @dataclass(frozen=True)
 class PolicySpec:
     """A policy of the suite.
@@ -93,11 +122,12 @@ class PolicySpec:
             matched to a time-scaled workload).
     """
 
-    policy: str
-    label: str | None = None
-    kwargs: dict = field(default_factory=dict)
+    policy: Text
+    label: Text | None = None
+    kwargs: Mapping_ = field(default_factory=dict)
 
 
+@section
 @dataclass(frozen=True)
 class SweepSpec:
     """One workload run at several values of a load parameter.
@@ -107,10 +137,11 @@ class SweepSpec:
         values: The values, each a separate workload named `<name>@<parameter>=<value>`.
     """
 
-    parameter: str
-    values: tuple[float, ...]
+    parameter: Literal[SWEEP_PARAMETERS]
+    values: Annotated[tuple[Number, ...], MinLen(1)]
 
 
+@section
 @dataclass(frozen=True)
 class WorkloadSpec:
     """A workload of the suite as written in the YAML.
@@ -124,13 +155,30 @@ class WorkloadSpec:
         sweep: Run the workload at several values of a load parameter.
     """
 
-    name: str | None = None
-    preset: str | None = None
+    name: Text | None = None
+    preset: Text | None = None
     config: dict | None = None
-    overrides: dict = field(default_factory=dict)
+    overrides: Mapping_ = field(default_factory=dict)
     sweep: SweepSpec | None = None
 
 
+def _one_source(spec: WorkloadSpec) -> WorkloadSpec:
+    if (spec.preset is None) == (spec.config is None):
+        raise ConfigError("needs exactly one of 'preset' or 'config'")
+    return spec
+
+
+def _without_sweep(spec: WorkloadSpec) -> WorkloadSpec:
+    if spec.sweep is not None:
+        raise ConfigError("a capacity search varies its own parameter: no sweep", key="sweep")
+    return spec
+
+
+Workload = Annotated[WorkloadSpec, AfterValidator(_one_source), _shorthand("preset")]
+Policy = Annotated[PolicySpec, _shorthand("policy")]
+
+
+@section
 @dataclass(frozen=True)
 class CapacitySpec:
     """A capacity search: the highest load at which a policy keeps mean QoE >= threshold.
@@ -149,18 +197,27 @@ class CapacitySpec:
         seeds: Seeds averaged at each load (default: the suite's).
     """
 
-    name: str
-    workload: WorkloadSpec
-    parameter: str
-    low: float
-    high: float
-    tolerance: float
-    qoe_threshold: float = 0.95
-    qoe_field: str = "mean_qoe"
-    policies: tuple[str, ...] | None = None
-    seeds: tuple[int, ...] | None = None
+    name: Text
+    workload: Annotated[Workload, AfterValidator(_without_sweep)]
+    parameter: Literal[CAPACITY_PARAMETERS]
+    low: Annotated[Number, Gt(0)]
+    high: Number
+    tolerance: Annotated[Number, Gt(0)]
+    qoe_threshold: Number = 0.95
+    qoe_field: Literal["mean_qoe", "mean_qoe_fixed"] = "mean_qoe"
+    policies: Names | None = None
+    seeds: Seeds | None = None
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high:
+            raise ConfigError(
+                f"capacity search {self.name!r} needs low < high, got low={self.low}, "
+                f"high={self.high}",
+                key="high",
+            )
 
 
+@section
 @dataclass(frozen=True)
 class Suite:
     """A leaderboard suite.
@@ -175,18 +232,18 @@ class Suite:
         capacity: Capacity searches.
         description: One paragraph shown on the board.
         trace_targets: Target config for a `--trace` file that lacks target columns.
-        source: The file the suite came from.
+        source: The file the suite came from (not a key of the file).
     """
 
-    name: str
-    workloads: tuple[WorkloadSpec, ...]
-    policies: tuple[PolicySpec, ...]
-    seeds: tuple[int, ...]
-    env: EnvSpec = field(default_factory=EnvSpec)
-    capacity: tuple[CapacitySpec, ...] = ()
-    description: str = ""
-    trace_targets: dict = field(default_factory=lambda: {"kind": "reading"})
-    source: str = "<dict>"
+    name: Text
+    workloads: Annotated[tuple[Workload, ...], MinLen(1)]
+    policies: Annotated[tuple[Policy, ...], MinLen(1), BeforeValidator(_listed)]
+    seeds: Seeds
+    env: Annotated[EnvSpec, NoneIsEmpty] = field(default_factory=EnvSpec)
+    capacity: Annotated[tuple[CapacitySpec, ...], none_means(())] = ()
+    description: Annotated[Str, none_means(""), AfterValidator(str.strip)] = ""
+    trace_targets: Mapping_ = field(default_factory=lambda: {"kind": "reading"})
+    source: str = field(default="<dict>", init=False)
 
 
 @dataclass(frozen=True)
@@ -209,188 +266,30 @@ class ResolvedWorkload:
 
 
 # ------------------------------------------------------------------------------ loading
-def _fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls) if not f.name.startswith("_")}
+def _check_capacity_policies(suite: Suite) -> Suite:
+    """A capacity search names policies of the suite (by name or label)."""
+    labels = {p.label or policy_label(p.policy) for p in suite.policies}
+    for i, spec in enumerate(suite.capacity):
+        for name in spec.policies or ():
+            if policy_label(name) not in labels:
+                raise ConfigError(
+                    f"capacity[{i}].policies names {name!r}, which is not one of the suite's "
+                    f"policies {sorted(labels)}",
+                    key=f"capacity[{i}].policies",
+                )
+    return suite
 
 
-def _check_keys(cls: type, data: Any, where: str, source: str, skip: tuple = ()) -> dict:
-    """Checks that `data` is a mapping of known, present-when-required keys of `cls`."""
-    if not isinstance(data, Mapping):
-        raise SuiteError(f"{source}: {where} must be a mapping, got {data!r}")
-    known = {k: f for k, f in _fields(cls).items() if k not in skip}
-    unknown = [k for k in data if k not in known]
-    if unknown:
-        raise SuiteError(
-            f"{source}: unknown key {unknown[0]!r} in {where} (expected one of: {', '.join(known)})"
-        )
-    missing = [
-        k
-        for k, f in known.items()
-        if f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-        and k not in data
-    ]
-    if missing:
-        raise SuiteError(f"{source}: {where} is missing required key(s) {', '.join(missing)}")
-    return dict(data)
+_SCHEMA = Annotated[Suite, AfterValidator(_check_capacity_policies)]
 
 
-def _number(value: Any, where: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SuiteError(f"{source}: {where} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _str_list(value: Any, where: str, source: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not (isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value)):
-        raise SuiteError(f"{source}: {where} must be a non-empty list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _seed_list(value: Any, where: str, source: str) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    ok = isinstance(value, list | tuple) and value
-    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-    if not ok:
-        raise SuiteError(
-            f"{source}: {where} must be a non-empty list of integers >= 0, got {value!r}"
-        )
-    if len(set(value)) != len(value):
-        raise SuiteError(f"{source}: {where} lists a seed twice: {list(value)}")
-    return tuple(value)
-
-
-def _mapping(value: Any, where: str, source: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise SuiteError(f"{source}: {where} must be a mapping, got {value!r}")
-    return dict(value)
-
-
-def _parse_policies(value: Any, where: str, source: str) -> tuple[PolicySpec, ...]:
-    if isinstance(value, str | Mapping):
-        value = [value]
-    if not (isinstance(value, list | tuple) and value):
-        raise SuiteError(f"{source}: {where} must be a non-empty list, got {value!r}")
-    out = []
-    for i, item in enumerate(value):
-        if isinstance(item, str) and item:
-            out.append(PolicySpec(item))
-            continue
-        data = _check_keys(PolicySpec, item, f"{where}[{i}]", source)
-        label = data.get("label")
-        if label is not None:
-            _name(label, f"{where}[{i}].label", source)
-        out.append(
-            PolicySpec(
-                _name(data["policy"], f"{where}[{i}].policy", source),
-                label,
-                _mapping(data.get("kwargs"), f"{where}[{i}].kwargs", source),
-            )
-        )
-    return tuple(out)
-
-
-def _parse_env(data: Any, source: str) -> EnvSpec:
-    data = _check_keys(EnvSpec, data, "env", source)
-    kind = data.get("kind", "surrogate")
-    if kind not in ENV_KINDS:
-        raise SuiteError(f"{source}: env.kind must be one of {list(ENV_KINDS)}, got {kind!r}")
-    parts = {k: _mapping(data.get(k), f"env.{k}", source) for k in ("kwargs", *ENV_KINDS)}
-    return EnvSpec(kind=kind, **parts)
-
-
-def _parse_sweep(data: Any, where: str, source: str) -> SweepSpec:
-    data = _check_keys(SweepSpec, data, where, source)
-    parameter = data["parameter"]
-    if parameter not in SWEEP_PARAMETERS:
-        raise SuiteError(
-            f"{source}: {where}.parameter must be one of {list(SWEEP_PARAMETERS)}, "
-            f"got {parameter!r}"
-        )
-    values = data["values"]
-    if not (isinstance(values, list) and values):
-        raise SuiteError(f"{source}: {where}.values must be a non-empty list, got {values!r}")
-    return SweepSpec(parameter, tuple(_number(v, f"{where}.values", source) for v in values))
-
-
-def _parse_workload(data: Any, where: str, source: str, allow_sweep: bool = True) -> WorkloadSpec:
-    if isinstance(data, str):
-        return WorkloadSpec(preset=data)
-    skip = () if allow_sweep else ("sweep",)
-    data = _check_keys(WorkloadSpec, data, where, source, skip=skip)
-    if ("preset" in data) == ("config" in data):
-        raise SuiteError(f"{source}: {where} needs exactly one of 'preset' or 'config'")
-    name = data.get("name")
-    if name is not None and not (isinstance(name, str) and name):
-        raise SuiteError(f"{source}: {where}.name must be a non-empty string, got {name!r}")
-    config = data.get("config")
-    if config is not None:
-        config = _mapping(config, f"{where}.config", source)
-    sweep = data.get("sweep")
-    return WorkloadSpec(
-        name=name,
-        preset=data.get("preset"),
-        config=config,
-        overrides=_mapping(data.get("overrides"), f"{where}.overrides", source),
-        sweep=None if sweep is None else _parse_sweep(sweep, f"{where}.sweep", source),
-    )
-
-
-def _parse_capacity(data: Any, where: str, source: str) -> CapacitySpec:
-    data = _check_keys(CapacitySpec, data, where, source)
-    parameter = data["parameter"]
-    if parameter not in CAPACITY_PARAMETERS:
-        raise SuiteError(
-            f"{source}: {where}.parameter must be one of {list(CAPACITY_PARAMETERS)}, "
-            f"got {parameter!r}"
-        )
-    low = _number(data["low"], f"{where}.low", source)
-    high = _number(data["high"], f"{where}.high", source)
-    tolerance = _number(data["tolerance"], f"{where}.tolerance", source)
-    threshold = _number(data.get("qoe_threshold", 0.95), f"{where}.qoe_threshold", source)
-    if not (0 < low < high) or not tolerance > 0:
-        raise SuiteError(
-            f"{source}: {where} needs 0 < low < high and tolerance > 0, got "
-            f"low={low}, high={high}, tolerance={tolerance}"
-        )
-    qoe_field = data.get("qoe_field", "mean_qoe")
-    if qoe_field not in ("mean_qoe", "mean_qoe_fixed"):
-        raise SuiteError(
-            f"{source}: {where}.qoe_field must be 'mean_qoe' or 'mean_qoe_fixed', got {qoe_field!r}"
-        )
-    policies = data.get("policies")
-    seeds = data.get("seeds")
-    return CapacitySpec(
-        name=_name(data["name"], f"{where}.name", source),
-        workload=_parse_workload(data["workload"], f"{where}.workload", source, allow_sweep=False),
-        parameter=parameter,
-        low=low,
-        high=high,
-        tolerance=tolerance,
-        qoe_threshold=threshold,
-        qoe_field=qoe_field,
-        policies=None if policies is None else _str_list(policies, f"{where}.policies", source),
-        seeds=None if seeds is None else _seed_list(seeds, f"{where}.seeds", source),
-    )
-
-
-def _name(value: Any, where: str, source: str) -> str:
-    if not (isinstance(value, str) and value):
-        raise SuiteError(f"{source}: {where} must be a non-empty string, got {value!r}")
-    return value
-
-
-def suite_from_dict(data: Any, source: str = "<dict>") -> Suite:
+def suite_from_dict(data: Any, source: str = "<dict>", lines: KeyLines | None = None) -> Suite:
     """Builds and validates a suite from a YAML-shaped mapping.
 
     Args:
         data: The mapping.
         source: Where it came from (a file path), used in every error message.
+        lines: The line of each key in that file, for errors.
 
     Returns:
         The suite; its workloads are also resolved once here so that a bad preset,
@@ -400,41 +299,12 @@ def suite_from_dict(data: Any, source: str = "<dict>") -> Suite:
         SuiteError: On an unknown or missing key (named with its place and `source`), or an
             invalid value.
     """
-    data = _check_keys(Suite, data, "the suite", source, skip=("source",))
-    workloads = data["workloads"]
-    if not (isinstance(workloads, list) and workloads):
-        raise SuiteError(f"{source}: workloads must be a non-empty list")
-    capacity = data.get("capacity") or []
-    if not isinstance(capacity, list):
-        raise SuiteError(f"{source}: capacity must be a list, got {capacity!r}")
-    suite = Suite(
-        name=_name(data["name"], "name", source),
-        workloads=tuple(
-            _parse_workload(w, f"workloads[{i}]", source) for i, w in enumerate(workloads)
-        ),
-        policies=_parse_policies(data["policies"], "policies", source),
-        seeds=_seed_list(data["seeds"], "seeds", source),
-        env=_parse_env(data.get("env") or {}, source),
-        capacity=tuple(
-            _parse_capacity(c, f"capacity[{i}]", source) for i, c in enumerate(capacity)
-        ),
-        description=str(data.get("description", "")).strip(),
-        trace_targets=_mapping(
-            data.get("trace_targets", {"kind": "reading"}), "trace_targets", source
-        ),
-        source=source,
-    )
+    suite = validate(_SCHEMA, data, source=source, lines=lines, error=SuiteError)
+    object.__setattr__(suite, "source", source)  # frozen; not a key of the file
     resolve_workloads(suite)  # validates presets, overrides and configs now
-    labels = {p.label or policy_label(p.policy) for p in suite.policies}
-    for i, spec in enumerate(suite.capacity):
+    for spec in suite.capacity:
         capacity_workload(suite, spec, spec.low)
         capacity_workload(suite, spec, spec.high)
-        for name in spec.policies or ():
-            if policy_label(name) not in labels:
-                raise SuiteError(
-                    f"{source}: capacity[{i}].policies names {name!r}, which is not one of "
-                    f"the suite's policies {sorted(labels)}"
-                )
     return suite
 
 
@@ -446,8 +316,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
         SuiteError: When the file is not valid YAML or not a valid suite.
     """
     path = resolve_config("suites", name_or_path)
-    data = read_yaml(path, "suite file")
-    return suite_from_dict(data, source=str(path))
+    data, lines = read_yaml_lines(path, "suite file")
+    return suite_from_dict(data, source=str(path), lines=lines)
 
 
 # ---------------------------------------------------------------------------- resolving
@@ -500,7 +370,7 @@ def workload_config(spec: WorkloadSpec, source: str, extra: Mapping | None = Non
     except (ValueError, FileNotFoundError) as exc:
         if isinstance(exc, SuiteError):
             raise
-        raise SuiteError(f"{source}: workload {spec.name or spec.preset!r}: {exc}") from exc
+        raise SuiteError(f"workload {spec.name or spec.preset!r}: {exc}", source=source) from exc
     return workload_config_to_dict(validated)
 
 
@@ -529,7 +399,9 @@ def resolve_workloads(suite: Suite) -> list[ResolvedWorkload]:
     names = [w.name for w in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise SuiteError(f"{suite.source}: workload name(s) used twice: {', '.join(dupes)}")
+        raise SuiteError(
+            f"workload name(s) used twice: {', '.join(dupes)}", source=suite.source, key="workloads"
+        )
     return out
 
 

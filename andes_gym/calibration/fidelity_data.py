@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from andes_gym.calibration.compare import error_summary, relative_errors
+from andes_gym.calibration.compare import error_summary
 
 # Per-request quantities compared (arrays of `RunRecord`), with their units.
 COMPARED: tuple[tuple[str, str], ...] = (
@@ -205,11 +205,3 @@ def pooled_errors(pairs: list[tuple[RunRecord, RunRecord]]) -> dict:
         for i, r in enumerate((first_s, first_l))
     ]
     return compare_records(*merged)
-
-
-def relative_error_arrays(surrogate: RunRecord, live: RunRecord) -> dict[str, np.ndarray]:
-    """The per-request relative errors behind `compare_records` (for plots)."""
-    return {
-        name: relative_errors(getattr(surrogate, name), getattr(live, name))
-        for name in ("ttft_s", "tbt_mean_s", "completion_s")
-    }

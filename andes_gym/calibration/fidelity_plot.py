@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from andes_gym.calibration.fidelity_data import RunRecord
+from andes_gym.extras import require
 
 _PANELS: tuple[tuple[str, str, float, bool], ...] = (
     # (field, label, unit scale, log axes)
@@ -29,8 +30,6 @@ def plot_scatter(
     Returns:
         The path written.
     """
-    from andes_gym.extras import require
-
     matplotlib = require("matplotlib", "the fidelity plot (or pass --no-plot)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from andes_gym.agents.adapter import PolicyAgent
+from andes_gym.agents.registry import make_policy
 from andes_gym.calibration.fidelity_data import RunRecord, record_from_episode
+from andes_gym.engine_bridge.engine import create_engine, load_engine_config, release_engine
+from andes_gym.engine_bridge.runtime import ENV_SCHEDULER
+from andes_gym.envs.surrogate_env import SurrogateEnv
+from andes_gym.envs.vllm_env import VLLMEnv
+from andes_gym.evaluation import run_episode
 from andes_gym.workloads.spec import Workload
 
 
@@ -135,11 +142,6 @@ def run_surrogate(
     workload_name: str,
 ) -> RunRecord:
     """One episode of `policy` on the surrogate with engine profile `profile`."""
-    from andes_gym.agents.adapter import PolicyAgent
-    from andes_gym.agents.registry import make_policy
-    from andes_gym.envs.surrogate_env import SurrogateEnv
-    from andes_gym.evaluation import run_episode
-
     env = SurrogateEnv(workload=workload, engine=profile, **env_args.as_kwargs())
     try:
         result = run_episode(env, PolicyAgent(make_policy(policy)), seed=seed)
@@ -159,14 +161,11 @@ class LiveRunner:
         latency_profile: Engine profile whose latency model fills the live `Capacity`
             (use the surrogate's fitted profile so both engines predict alike).
         handle: An engine already running with the environment's scheduler hook
-            (`create_engine(cfg, scheduler_cls=andes_gym.envs.vllm_env.ENV_SCHEDULER)`),
+            (`create_engine(cfg, scheduler_cls=andes_gym.engine_bridge.runtime.ENV_SCHEDULER)`),
             to share instead of starting one; `close` then leaves it running.
     """
 
     def __init__(self, engine: Any, latency_profile: str | None, handle: Any = None) -> None:
-        from andes_gym.engine_bridge.engine import create_engine, load_engine_config
-        from andes_gym.envs.vllm_env import ENV_SCHEDULER
-
         self._owns = handle is None
         if handle is None:
             cfg = load_engine_config(engine)
@@ -187,11 +186,6 @@ class LiveRunner:
         self, workload: Workload, policy: str, seed: int, env_args: EnvArgs, workload_name: str
     ) -> RunRecord:
         """One episode of `policy` on the live engine."""
-        from andes_gym.agents.adapter import PolicyAgent
-        from andes_gym.agents.registry import make_policy
-        from andes_gym.envs.vllm_env import VLLMEnv
-        from andes_gym.evaluation import run_episode
-
         env = VLLMEnv(workload=workload, engine_handle=self.handle, **env_args.as_kwargs())
         try:
             backend = env.unwrapped.backend
@@ -205,8 +199,6 @@ class LiveRunner:
             env.close()
 
     def close(self) -> None:
-        from andes_gym.engine_bridge.engine import release_engine
-
         self.timer.detach()
         if self._owns:
             release_engine(self.handle)

@@ -26,8 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from andes_gym.agents.adapter import PolicyAgent
+from andes_gym.agents.registry import make_policy
 from andes_gym.calibration.fit import nnls
 from andes_gym.calibration.profiler import StepRecorder
+from andes_gym.envs.vllm_env import VLLMEnv
+from andes_gym.evaluation import run_episode
 
 EXCESS_TERMS: tuple[str, ...] = (
     "per_iteration_s",
@@ -128,11 +132,6 @@ def record_live_iterations(
         seed: Episode seed.
         env_kwargs: Further `VLLMEnv` arguments (k_slots, lookahead_s, ...).
     """
-    from andes_gym.agents.adapter import PolicyAgent
-    from andes_gym.agents.registry import make_policy
-    from andes_gym.envs.vllm_env import VLLMEnv
-    from andes_gym.evaluation import run_episode
-
     env = VLLMEnv(workload=workload, engine_handle=handle, **env_kwargs)
     inst = _Instrument(handle, env.unwrapped.backend)
     try:

@@ -17,10 +17,11 @@ shortens a prefill. vLLM is reached only through the engine handle passed in.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from andes_gym.engine_bridge.engine import scheduler_of
 
 
 @dataclass(frozen=True)
@@ -359,8 +360,6 @@ def profile_engine(
     Returns:
         The aggregated samples.
     """
-    from andes_gym.engine_bridge.engine import scheduler_of
-
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     rng = np.random.default_rng(seed)
@@ -377,9 +376,3 @@ def profile_engine(
     finally:
         recorder.detach()
     return aggregate(timed)
-
-
-def iter_features(samples: list[StepSample]) -> Iterator[tuple[int, int, int]]:
-    """`(prefill_tokens, decode_seqs, context_tokens)` of each sample."""
-    for s in samples:
-        yield s.prefill_tokens, s.decode_seqs, s.context_tokens

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from andes_gym.workloads import (
     TargetConfig,
@@ -26,8 +27,6 @@ def parse_workload_spec(spec: str):
     Raises:
         ValueError: On a malformed override or an invalid resulting config.
     """
-    import yaml
-
     name, _, overrides = spec.partition("@")
     cfg = load_workload_config(name)
     if not overrides:

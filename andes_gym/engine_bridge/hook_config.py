@@ -55,6 +55,15 @@ class HookConfig:
         latency_profile: Engine profile whose latency model fills `Capacity`.
         skip_uncontested: Leave vLLM's own FCFS order when every candidate fits (every
             policy would select them all); the environments skip the same points.
+        reuse_decisions: Keep the last decision, without asking the policy again, while
+            nothing changed materially: no request arrived, finished or was preempted by
+            vLLM itself, the kept selection uses at most `kv_pressure` of the KV cache,
+            and the decision is younger than `max_decision_age_s`. False: ask the
+            policy at every contested engine step.
+        kv_pressure: Share of the KV cache above which the policy is asked at every step
+            (the Andes paper triggers its knapsack above 90% KV usage).
+        max_decision_age_s: Longest a decision is kept, seconds; None: a quarter of
+            `lookahead_s` (the horizon the decision was planned over).
         seed: Seed passed to `policy.reset`.
         log_every_s: Seconds between summary log lines (QoE, preemptions, fallbacks);
             0 disables them.
@@ -72,9 +81,18 @@ class HookConfig:
     qoe_variant: str = "delay"
     latency_profile: str = "cpu_tiny"
     skip_uncontested: bool = True
+    reuse_decisions: bool = True
+    kv_pressure: float = 0.9
+    max_decision_age_s: float | None = None
     seed: int = 0
     log_every_s: float = 60.0
     decision_budget_ms: float | None = 50.0
+
+    @property
+    def decision_age_limit_s(self) -> float:
+        """How long a decision may be kept (`max_decision_age_s`, or its default)."""
+        age = self.max_decision_age_s
+        return self.lookahead_s / 4 if age is None else float(age)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.policy, str) and self.policy):
@@ -91,6 +109,14 @@ class HookConfig:
             raise ValueError(f"lookahead_s must be > 0 seconds, got {self.lookahead_s}")
         if self.qoe_variant not in VARIANTS:
             raise ValueError(f"qoe_variant must be one of {VARIANTS}, got {self.qoe_variant!r}")
+        if not (isinstance(self.kv_pressure, int | float) and 0.0 <= self.kv_pressure <= 1.0):
+            raise ValueError(f"kv_pressure must lie in [0, 1], got {self.kv_pressure!r}")
+        age = self.max_decision_age_s
+        if age is not None and not (isinstance(age, int | float) and 0.0 <= age < math.inf):
+            raise ValueError(
+                f"max_decision_age_s must be >= 0 seconds or null (a quarter of lookahead_s), "
+                f"got {age!r}"
+            )
         if not self.log_every_s >= 0:
             raise ValueError(f"log_every_s must be >= 0, got {self.log_every_s}")
         budget = self.decision_budget_ms

@@ -11,19 +11,31 @@ and where decisions come from:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import operator
 import time
 from typing import Any
 
 import numpy as np
 
+from andes_gym.agents.registry import load_entry_point, make_policy
 from andes_gym.core.selection import Decision
 from andes_gym.engine_bridge.candidates_vllm import DecisionPoint
 from andes_gym.engine_bridge.hook_config import HookConfig, request_targets
 from andes_gym.engine_bridge.ledger import RequestLedger
 from andes_gym.engine_bridge.policy_runner import PolicyRunner
+from andes_gym.surrogate.latency import make_latency_model
+from andes_gym.surrogate.profile import load_engine_profile
+
+# The hook's scheduler classes, as `--scheduler-cls` or `scheduler_cls=` name them: serving
+# mode, and environment mode (what `engine_bridge.vllm_backend.VLLMBackend` drives).
+SERVE_SCHEDULER = "andes_gym.engine_bridge.hook.AndesGymScheduler"
+ENV_SCHEDULER = "andes_gym.engine_bridge.hook.AndesGymEnvScheduler"
 
 logger = logging.getLogger("andes_gym.hook")
+_REQUEST_ID = operator.attrgetter("request_id")
+_NEW_TOKEN_IDS = operator.attrgetter("new_token_ids")
 
 
 def build_policy(spec: str, kwargs: dict) -> Any:
@@ -33,28 +45,20 @@ def build_policy(spec: str, kwargs: dict) -> Any:
         KeyError: Unknown registered name.
         ImportError, AttributeError: A `module:Class` that cannot be imported.
     """
-    from andes_gym.agents.registry import make_policy
-
     if ":" in spec and not spec.endswith(".onnx"):
-        import importlib
-
-        module_name, class_name = spec.split(":", 1)
-        return getattr(importlib.import_module(module_name), class_name)(**kwargs)
+        return load_entry_point(spec)(**kwargs)
     return make_policy(spec, **kwargs)
 
 
 def load_latency_model(profile: str) -> Any:
     """The latency model of an engine profile (`configs/engines/<profile>.yaml`)."""
-    from andes_gym.surrogate.latency import make_latency_model
-    from andes_gym.surrogate.profile import load_engine_profile
-
     return make_latency_model(load_engine_profile(profile))
 
 
 def _serving_ledger() -> RequestLedger:
     """A ledger on a monotonic clock starting now (serving mode)."""
     origin = time.monotonic()
-    return RequestLedger(clock=lambda: time.monotonic() - origin, capacity=1024)
+    return RequestLedger(clock=lambda: time.monotonic() - origin, capacity=1024, buffer_steps=16)
 
 
 class HookRuntime:
@@ -102,10 +106,6 @@ class HookRuntime:
                 loads the config's `latency_profile` when there is none.
             **changes: `HookConfig` fields to change (e.g. `skip_uncontested=False`).
         """
-        import dataclasses
-
-        from andes_gym.agents.registry import make_policy
-
         self.config = dataclasses.replace(self.config, **changes)
         self.latency_model = (
             latency_model or self.latency_model or load_latency_model(self.config.latency_profile)
@@ -217,26 +217,29 @@ class HookRuntime:
         """Records the tokens and completions of one engine step (any mode)."""
         ledger = self.ledger
         t_s = ledger.clock()
-        rows, counts, done = [], [], []
+        bound = ledger.rows
+        done = []
         for eco in engine_core_outputs.values():
-            for out in eco.outputs:
-                row = ledger.rows.get(out.request_id)
-                if row is None:
-                    self.warn_once(
-                        "unknown",
-                        "andes_gym hook: output of unregistered request %s ignored",
-                        out.request_id,
-                    )
-                    continue
-                if out.new_token_ids:
-                    rows.append(row)
-                    counts.append(len(out.new_token_ids))
-                if out.finish_reason is not None:
-                    done.append(out.request_id)
-        if rows:
-            ledger.deliver(np.asarray(rows), np.asarray(counts), t_s)
+            # Comprehensions and C-level maps: this runs for every running request at
+            # every engine step.
+            delivered = [out for out in eco.outputs if out.new_token_ids]
+            rows = list(map(bound.get, map(_REQUEST_ID, delivered)))
+            if None in rows:
+                pairs = list(zip(delivered, rows, strict=True))
+                self.warn_once(
+                    "unknown",
+                    "andes_gym hook: outputs of unregistered requests %s ignored",
+                    [out.request_id for out, row in pairs if row is None][:5],
+                )
+                delivered = [out for out, row in pairs if row is not None]
+                rows = [row for _, row in pairs if row is not None]
+            if rows:
+                counts = np.fromiter(map(len, map(_NEW_TOKEN_IDS, delivered)), np.int64, len(rows))
+                ledger.deliver(np.array(rows, dtype=np.int64), counts, t_s)
+            done += [o.request_id for o in eco.outputs if o.finish_reason is not None]
         for request_id in done:
-            ledger.finish(request_id, t_s)
+            if request_id in bound:
+                ledger.finish(request_id, t_s)
         if not self.env_mode:
             self._maybe_log_summary(t_s)
 

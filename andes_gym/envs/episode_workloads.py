@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from andes_gym.workloads import WorkloadConfig, load_workload_config, make_workload
+from andes_gym.workloads import (
+    StreamsConfig,
+    WorkloadConfig,
+    load_workload_config,
+    make_workload,
+    workload_config_from_dict,
+)
 from andes_gym.workloads.generate import load_trace_rows
 from andes_gym.workloads.spec import Workload
 from andes_gym.workloads.traces import TraceData
@@ -21,11 +27,12 @@ class ConfigWorkloads:
     A trace-based config reads its file once, here, so `reset` never touches disk.
     """
 
-    config: WorkloadConfig
+    config: WorkloadConfig | StreamsConfig
     trace: TraceData | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.trace is None and self.config.arrivals.kind == "trace":
+        cfg = self.config
+        if self.trace is None and isinstance(cfg, WorkloadConfig) and cfg.arrivals.kind == "trace":
             object.__setattr__(self, "trace", load_trace_rows(self.config))
 
     def sample(self, seed: int) -> Workload:
@@ -84,30 +91,42 @@ def workload_source(spec) -> WorkloadSource:
     if isinstance(spec, ConfigWorkloads | FixedWorkload | MixtureWorkloads):
         return spec
     if isinstance(spec, list | tuple):
-        sources = []
-        for i, entry in enumerate(spec):
-            try:
-                source = workload_source(entry)
-            except ValueError as exc:
-                raise ValueError(f"workload[{i}]: {exc}") from None
-            if not isinstance(source, ConfigWorkloads):
-                raise ValueError(
-                    f"workload[{i}]: a mixture takes workload configs (names, paths, dicts), "
-                    f"got {type(entry).__name__}"
-                )
-            sources.append(source)
-        return MixtureWorkloads(tuple(sources))
+        return _mixture(spec)
     if isinstance(spec, Workload):
         return FixedWorkload(spec)
-    if isinstance(spec, WorkloadConfig):
+    source = _config_source(spec)
+    if source is None:
+        raise ValueError(
+            "workload must be a preset name, a YAML path, a dict, a WorkloadConfig, a "
+            f"Workload or a list of configs; got {type(spec).__name__}"
+        )
+    return source
+
+
+def _mixture(entries: list | tuple) -> MixtureWorkloads:
+    """A mixture of the configs `entries` name; an error names the entry at fault."""
+    sources = []
+    for i, entry in enumerate(entries):
+        try:
+            source = workload_source(entry)
+        except ValueError as exc:
+            raise ValueError(f"workload[{i}]: {exc}") from None
+        if not isinstance(source, ConfigWorkloads):
+            raise ValueError(
+                f"workload[{i}]: a mixture takes workload configs (names, paths, dicts), "
+                f"got {type(entry).__name__}"
+            )
+        sources.append(source)
+    return MixtureWorkloads(tuple(sources))
+
+
+def _config_source(spec) -> ConfigWorkloads | None:
+    """A config, a dict of its fields, or a preset name / YAML path as a source; None for
+    anything else."""
+    if isinstance(spec, WorkloadConfig | StreamsConfig):
         return ConfigWorkloads(spec)
     if isinstance(spec, dict):
-        from andes_gym.workloads import workload_config_from_dict
-
         return ConfigWorkloads(workload_config_from_dict(spec))
     if isinstance(spec, str | Path):
         return ConfigWorkloads(load_workload_config(spec))
-    raise ValueError(
-        "workload must be a preset name, a YAML path, a dict, a WorkloadConfig, a "
-        f"Workload or a list of configs; got {type(spec).__name__}"
-    )
+    return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from andes_gym.extras import require
 from andes_gym.qoe import consumption_times, qoe_of_state
 
 _MAX_ROWS = 6  # requests listed by render_text
@@ -104,8 +105,6 @@ def render_token_curves(env, width_px: int = 640, height_px: int = 480) -> np.nd
     Returns:
         An RGB image, uint8 of shape `(height_px, width_px, 3)`.
     """
-    from andes_gym.extras import require
-
     FigureCanvasAgg = require(
         "matplotlib.backends.backend_agg", "render_mode='rgb_array'"
     ).FigureCanvasAgg

@@ -11,6 +11,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from andes_gym.core.backend import EngineBackend
 from andes_gym.core.candidates import Candidates, Capacity
 from andes_gym.core.features import OBS_BOUND, FeatureSpec, observe, scores_from_slots
 from andes_gym.core.selection import (
@@ -22,7 +23,7 @@ from andes_gym.core.selection import (
     priority_order,
     select,
 )
-from andes_gym.envs.backend import EngineBackend
+from andes_gym.envs.rendering import render_text, render_token_curves
 from andes_gym.metrics import request_metrics, summarize
 from andes_gym.workloads.spec import Workload
 
@@ -160,12 +161,8 @@ class SchedulingEnv(gym.Env):
 
     def render(self):
         if self.render_mode == "ansi":
-            from andes_gym.envs.rendering import render_text
-
             return render_text(self)
         if self.render_mode == "rgb_array":
-            from andes_gym.envs.rendering import render_token_curves
-
             return render_token_curves(self)
         return None
 

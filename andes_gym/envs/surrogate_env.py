@@ -5,8 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from andes_gym.core.backend import DecisionConfig
 from andes_gym.core.features import FeatureSpec, resolve_k_slots
-from andes_gym.envs.backend import DecisionConfig
 from andes_gym.envs.episode_workloads import workload_source
 from andes_gym.envs.scheduling_env import SchedulingEnv
 from andes_gym.surrogate.profile import EngineProfile, load_engine_profile
@@ -41,7 +41,7 @@ class SurrogateEnv(SchedulingEnv):
     at every decision point it chooses which requests run in the next iteration, under
     the KV-cache and batch-size limits, and so which ones wait or get preempted.
 
-    The engine is a simulated vLLM-like engine (`andes_gym.surrogate.SurrogateBackend`):
+    The engine is a simulated vLLM-like engine (`andes_gym.surrogate`):
     continuous batching at iteration level, chunked prefill under a per-iteration token
     budget, a paged KV cache, preemption by recompute (or swap), and iteration latencies
     from an engine profile (`configs/engines/*.yaml`: roofline models of 7B/13B models on
@@ -169,12 +169,12 @@ class SurrogateEnv(SchedulingEnv):
     - `render_mode`: `"ansi"` (text summary) or `"rgb_array"` (expected vs actual token
       curves of a few requests; records every token's time). Default None.
     - `simulator`: `"compiled"` (the engine and the whole step compiled with numba,
-      `andes_gym.surrogate.compiled`), `"python"` (the reference implementation,
-      `SurrogateBackend`; needed for `"rgb_array"` rendering), or `"auto"` (compiled
-      unless rendering token curves). Both give the same episodes (equal observations,
-      rewards within 1e-12; tested side by side); the compiled one is 13-19x faster per
-      step. Default `"auto"` (which falls back to `"python"`, with a warning, where
-      numba cannot be imported).
+      `andes_gym.surrogate.compiled`), `"python"` (the engine's specification,
+      `andes_gym.surrogate.SurrogateBackend`: plain numpy, one iteration at a time, slow;
+      for reading and testing), or `"auto"` (compiled). Both give the same episodes (the
+      same engine states and observations, rewards within 1e-12; tested side by side).
+      Default `"auto"` (which falls back to `"python"`, with a warning, where numba
+      cannot be imported).
 
     Configuration files are read once, at construction; `reset` never touches disk.
 
@@ -186,6 +186,10 @@ class SurrogateEnv(SchedulingEnv):
       so its dynamics changed when it was recalibrated on 2026-11-22), and the
       `simulator` argument: the compiled engine became the default on 2026-11-22; it plays
       the same episodes as the Python one (observations equal, rewards within 1e-12).
+      Later the Python engine became the specification, without its fast paths, and
+      `render_mode="rgb_array"` moved to the compiled engine: the same trajectories, with
+      QoE values now bit-identical between the two (they used to differ in the last bits,
+      from how the fast paths summed a response's tokens).
     """
 
     def __init__(
@@ -204,17 +208,12 @@ class SurrogateEnv(SchedulingEnv):
     ) -> None:
         if simulator not in SIMULATORS:
             raise ValueError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
-        if simulator == "compiled" and render_mode == "rgb_array":
-            raise ValueError(
-                'render_mode="rgb_array" needs every token\'s time, which only '
-                'simulator="python" records'
-            )
         if simulator == "auto":
-            simulator = "python" if render_mode == "rgb_array" else "compiled"
-            if simulator == "compiled" and (reason := _compiled_unavailable()):
+            simulator = "compiled"
+            if reason := _compiled_unavailable():
                 warnings.warn(
                     f"the compiled surrogate is unavailable ({reason}); using "
-                    "simulator='python', the same episodes 13-19x slower",
+                    "simulator='python', the same episodes much slower",
                     stacklevel=2,
                 )
                 simulator = "python"
@@ -232,16 +231,15 @@ class SurrogateEnv(SchedulingEnv):
             k_slots=resolve_k_slots(k_slots, self.engine_profile.limits.max_num_seqs),
             oracle=oracle,
         )
+        record_token_times = render_mode == "rgb_array"
         if simulator == "compiled":
             from andes_gym.surrogate.compiled import CompiledSurrogateBackend
 
-            backend = CompiledSurrogateBackend(self.engine_profile, decision_config, feature_spec)
-        else:
-            backend = SurrogateBackend(
-                self.engine_profile,
-                decision_config,
-                record_token_times=render_mode == "rgb_array",
+            backend = CompiledSurrogateBackend(
+                self.engine_profile, decision_config, feature_spec, record_token_times
             )
+        else:
+            backend = SurrogateBackend(self.engine_profile, decision_config, record_token_times)
         super().__init__(
             backend=backend,
             workload_source=workload_source(workload),

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from andes_gym.scale.rllib_export import export_module
 from andes_gym.training import checkpoint as training_checkpoint
 from andes_gym.training.checkpoint import (
     CheckpointError,
@@ -37,6 +38,8 @@ from andes_gym.training.checkpoint import (
     unflatten_optimizer,
 )
 from andes_gym.training.config import ConfigError, TrainConfig
+from andes_gym.training.factory import load_predictor, spaces_of
+from andes_gym.training.run_dir import read_run
 
 META_FILE = "andes_gym_meta.json"
 MODEL_FILE = "model.safetensors"
@@ -241,7 +244,6 @@ def policy_checkpoint(run_dir: str | Path) -> Path:
 def build_module(cfg: TrainConfig, spec):
     """A fresh `SlotScorerRLModule` for a run's config and feature spec (no Ray needed)."""
     from andes_gym.scale.rllib_module import SlotScorerRLModule, model_config_for
-    from andes_gym.training.factory import spaces_of
 
     obs_space, act_space = spaces_of(spec)
     return SlotScorerRLModule(
@@ -313,9 +315,6 @@ def restore_checkpoint(algo, ckpt_dir: str | Path, cfg: TrainConfig, spec) -> di
 
 def export_checkpoint(run_dir: Path, out: Path, ckpt_dir: Path | None = None) -> Path:
     """Exports a run's checkpoint (default: `policy_checkpoint`) to ONNX, without Ray."""
-    from andes_gym.scale.rllib_export import export_module
-    from andes_gym.training.run_dir import read_run
-
     cfg, spec = read_run(run_dir)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else policy_checkpoint(run_dir)
     meta = read_meta(ckpt_dir)
@@ -345,9 +344,6 @@ def sb3_module_state(sb3_run_dir: str | Path, cfg: TrainConfig, spec) -> dict:
         ConfigError: When the run's network, feature spec or normalization differ.
     """
     import torch
-
-    from andes_gym.training.factory import load_predictor
-    from andes_gym.training.run_dir import read_run
 
     src_cfg, src_spec = read_run(sb3_run_dir)
     if src_spec != spec:

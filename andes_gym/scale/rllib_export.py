@@ -1,9 +1,9 @@
-"""Export of an RLlib-trained slot scorer to the ONNX format of `andes_gym.export`.
+"""Export of an RLlib-trained slot scorer to the ONNX format of `andes_gym.training.export_onnx`.
 
-The graph is built by `andes_gym.export`'s own scoring module (observation -> deterministic
+The graph is built by `export_onnx`'s own scoring module (observation -> deterministic
 action mean clipped to the action space; RLlib runs use no observation normalization), and
 the file carries the same `andes_gym.*` metadata with the same input and output names, so
-`andes_gym.engine_bridge.load_policy`, the leaderboard and the vLLM hook read it unchanged.
+`andes_gym.agents.learned.load_policy`, the leaderboard and the vLLM hook read it unchanged.
 Only `andes_gym.algo` (`RLlib-PPO`) and `andes_gym.num_timesteps` (env steps sampled)
 tell it apart.
 """
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from andes_gym import export as sb3_export
 from andes_gym.core.features import FeatureSpec
 from andes_gym.training.config import TrainConfig
+from andes_gym.training.export_onnx import scoring_module, write_scoring_onnx
 
 ALGO_NAME = "RLlib-PPO"
 
 
 def _scorer_adapter(module):
-    """The module's slot scorer with the attributes `export.scoring_module` reads."""
+    """The module's slot scorer with the attributes `scoring_module` reads."""
     from torch import nn
 
     class RLlibScorer(nn.Module):
@@ -58,8 +58,8 @@ def export_module(
     Returns:
         The written path.
     """
-    return sb3_export.write_scoring_onnx(
-        sb3_export.scoring_module(_scorer_adapter(module), None),
+    return write_scoring_onnx(
+        scoring_module(_scorer_adapter(module), None),
         spec,
         out,
         env_id=cfg.env.id,

@@ -1,12 +1,12 @@
-"""Training sweeps: a grid of config overrides x seeds, one `andes_gym.train` run per trial.
+"""Training sweeps: a grid of config overrides x seeds, one training run per trial.
 
     python -m andes_gym.sweep --config quickstart --grid algo.learning_rate=[1e-4,3e-4] \\
         --seeds 0 1 2 --ray
 
-Every trial is exactly `python -m andes_gym.train --config CONFIG --set KEY=VALUE ...` (the
-training package's own entry point, in the trial's process), so its run directory is the
-one that command makes: resolved config, command line, TensorBoard logs, checkpoints,
-`policy.onnx` and the final evaluation `eval.csv`. With `--ray` the trials are Ray Tune
+Every trial is `andes_gym.training.run.run_training` on the config with the trial's
+overrides (in the trial's process), the run `python -m andes_gym.train --config CONFIG
+--set KEY=VALUE ...` makes (its `command.txt` records that command line): resolved config,
+TensorBoard logs, checkpoints, `policy.onnx` and the final evaluation `eval.csv`. With `--ray` the trials are Ray Tune
 trials (a grid search over the trial list, `cpus_per_trial` CPUs each); without it they
 run one after another in this process.
 
@@ -19,6 +19,9 @@ Outputs in `--out` (default `runs/sweeps/<exp_name>__<time>`):
     trials.json, trials.csv   one row per trial (overrides, seed, status, QoE, run dir)
     sweep.md                  the ranked table of trials and the mean over seeds per grid point
     tune/                     Ray Tune's experiment state and per-trial results (--ray only)
+
+The grid and its trials are `andes_gym.scale.sweep_trials`; the ranking and `sweep.md`,
+`andes_gym.scale.sweep_table`.
 """
 
 from __future__ import annotations
@@ -26,57 +29,35 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import itertools
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from andes_gym.config_files import resolve_config
+from andes_gym.extras import MissingExtraError
 from andes_gym.scale.cluster import RayConnection, require_ray
+from andes_gym.scale.sweep_table import TRIAL_FIELDS, rank, sweep_markdown
+from andes_gym.scale.sweep_trials import (
+    Trial,
+    format_value,
+    make_trials,
+    trial_argv,
+    trial_overrides,
+)
+from andes_gym.scale.sweep_trials import parse_grid_item as parse_grid_item  # re-exported
+from andes_gym.training.config import ConfigError, load_config
+from andes_gym.training.run import run_training
+from andes_gym.training.run_dir import CheckpointError
 
 REFERENCE = "andes"
 LEARNED = "learned"
 # Starts the message of a Tune trial that failed, so the table shows the trial's own error.
 _FAILED_MARK = "andes_gym sweep trial failed: "
-TRIAL_FIELDS = (
-    "rank",
-    "trial",
-    "grid",
-    "seed",
-    "status",
-    "learned_mean_qoe",
-    "andes_mean_qoe",
-    "qoe_vs_andes",
-    "seeds_won",
-    "num_seeds",
-    "wall_s",
-    "run_dir",
-    "error",
-)
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One training run of the sweep.
-
-    Attributes:
-        index: Position in the sweep (grid order, then seeds).
-        name: Directory-safe name (`t003__learning_rate=0.0001__seed1`).
-        grid: The grid point: `KEY=VALUE` overrides, in the grid's key order.
-        seed: The training seed (`--set seed=...`).
-    """
-
-    index: int
-    name: str
-    grid: tuple[str, ...]
-    seed: int
 
 
 @dataclass
@@ -115,76 +96,7 @@ class SweepResult:
     num_failed: int
 
 
-# ------------------------------------------------------------------------------ the grid
-def parse_grid_item(item: str) -> tuple[str, list]:
-    """`KEY=[v1,v2]` (YAML list) or `KEY=v` into the key and its values.
-
-    Raises:
-        ValueError: When the item has no `=`, an empty key, or an empty list.
-    """
-    if "=" not in item:
-        raise ValueError(f"--grid {item!r} must look like key=[v1,v2] (values as YAML)")
-    key, raw = (part.strip() for part in item.split("=", 1))
-    if not key:
-        raise ValueError(f"--grid {item!r} has an empty key")
-    try:
-        values = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--grid {item!r}: values are not valid YAML ({exc})") from exc
-    values = [_number(v) for v in (values if isinstance(values, list) else [values])]
-    if not values:
-        raise ValueError(f"--grid {item!r} lists no values")
-    return key, values
-
-
-def _number(value):
-    """YAML 1.1 reads `1e-4` (no dot) as a string; a sweep means the number."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _format_value(value) -> str:
-    """A value as `--set` reads it back (YAML flow style, one line)."""
-    if isinstance(value, str):
-        return value
-    return (
-        yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...")
-    )
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", text)
-
-
-def make_trials(grid: dict[str, list], seeds: Sequence[int]) -> list[Trial]:
-    """The cartesian product of the grid (keys in order) times the seeds."""
-    keys = list(grid)
-    trials = []
-    for values in itertools.product(*(grid[k] for k in keys)):
-        point = tuple(f"{k}={_format_value(v)}" for k, v in zip(keys, values, strict=True))
-        label = "_".join(
-            f"{k.rsplit('.', 1)[-1]}={_format_value(v)}" for k, v in zip(keys, values, strict=True)
-        )
-        for seed in seeds:
-            index = len(trials)
-            parts = [f"t{index:03d}", *([_safe(label)] if label else []), f"seed{seed}"]
-            trials.append(Trial(index, "__".join(parts), point, int(seed)))
-    return trials
-
-
 # ---------------------------------------------------------------------------- one trial
-def trial_argv(
-    config_path: str, overrides: Sequence[str], trial: Trial, run_root: Path
-) -> list[str]:
-    """The `python -m andes_gym.train` arguments of a trial."""
-    sets = [*overrides, *trial.grid, f"seed={trial.seed}", f"run_root={run_root}"]
-    return ["--config", config_path, *(arg for s in sets for arg in ("--set", s))]
-
-
 class _StderrTail(io.TextIOBase):
     """Passes writes on to a stream and keeps the last lines (a failed run's reason)."""
 
@@ -206,26 +118,35 @@ class _StderrTail(io.TextIOBase):
         return lines[-1] if lines else ""
 
 
-def _train_main(argv: list[str]) -> int:
-    """`andes_gym.train.main`: the training command's entry point (tests replace it)."""
-    from andes_gym.train import main
+def _train_main(config_path: str, sets: list[str]) -> int:
+    """Trains one trial in this process with `run_training` (tests replace it).
 
-    return main(argv)
+    Returns:
+        The exit status `python -m andes_gym.train` has for the same run: 0, 2 for a
+        missing extra, a config or a checkpoint error (printed to stderr as that command
+        prints it), 130 when interrupted.
+    """
+    try:
+        cfg = load_config(config_path, sets)
+        return run_training(cfg, command=trial_argv(config_path, sets)).exit_status
+    except (MissingExtraError, ConfigError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
-def _train(argv: list[str]) -> int:
-    """Runs `python -m andes_gym.train ARGV` in this process; returns its exit status.
+def _train(config_path: str, sets: list[str]) -> int:
+    """Trains one trial in this process (`_train_main`), keeping the tail of its stderr.
 
-    The training package has no function that takes a config and returns the run
-    directory, so the trial calls the command's own entry point and finds the run
-    directory under its private `run_root`.
+    The caller finds the run directory under the trial's private `run_root` (also when
+    the run failed part-way).
 
     Raises:
-        RuntimeError: When the command exits non-zero (with its last line on stderr).
+        RuntimeError: When the run ends with a non-zero status (with its last line on
+            stderr), in the words of the training command.
     """
     tail = _StderrTail(sys.stderr)
     with contextlib.redirect_stderr(tail):
-        code = _train_main(argv)
+        code = _train_main(config_path, sets)
     if code != 0:
         reason = tail.last_line()
         raise RuntimeError(
@@ -288,7 +209,7 @@ def run_trial(
     row = {"trial": trial.name, "grid": " ".join(trial.grid), "seed": trial.seed}
     start = time.monotonic()
     try:
-        _train(trial_argv(config_path, overrides, trial, run_root))
+        _train(config_path, trial_overrides(overrides, trial, run_root))
         runs = sorted(p for p in run_root.iterdir() if p.is_dir()) if run_root.is_dir() else []
         if not runs:
             raise RuntimeError(f"andes_gym.train made no run directory in {run_root}")
@@ -310,9 +231,6 @@ def _prepare(spec: SweepSpec, trials: list[Trial]) -> tuple[str, list[str], int,
         ConfigError: For a config or override the training command would refuse.
         ValueError: When the config has no final evaluation.
     """
-    from andes_gym.config_files import resolve_config
-    from andes_gym.training.config import ConfigError, load_config
-
     try:
         config_path = str(Path(resolve_config("train", spec.config)).resolve())
     except FileNotFoundError as exc:
@@ -323,7 +241,7 @@ def _prepare(spec: SweepSpec, trials: list[Trial]) -> tuple[str, list[str], int,
         raise ValueError("the sweep ranks trials by the final evaluation; set eval.final=true")
     if REFERENCE not in cfg.eval.baselines:
         baselines = [*cfg.eval.baselines, REFERENCE]
-        overrides.append(f"eval.baselines={_format_value(baselines)}")
+        overrides.append(f"eval.baselines={format_value(baselines)}")
     for trial in trials:
         load_config(config_path, [*overrides, *trial.grid, f"seed={trial.seed}"])
     cpus = spec.cpus_per_trial or max(1, cfg.env.n_envs)
@@ -423,104 +341,3 @@ def _first_line(exc: BaseException | None) -> str:
             return line.split(_FAILED_MARK, 1)[1].strip()
     lines = text.splitlines()
     return lines[-1] if lines else type(exc).__name__
-
-
-# ------------------------------------------------------------------------------ the table
-def rank(rows: list[dict]) -> list[dict]:
-    """Rows ordered by learned mean QoE relative to andes (best first), failed trials last."""
-
-    def key(row: dict) -> tuple:
-        ratio = row.get("qoe_vs_andes")
-        ok = row["status"] == "ok" and ratio is not None and not math.isnan(ratio)
-        return (not ok, -(ratio if ok else 0.0), row["trial"])
-
-    ranked = sorted(rows, key=key)
-    for i, row in enumerate(ranked, start=1):
-        row["rank"] = i if row["status"] == "ok" else ""
-    return ranked
-
-
-def _fmt(value, spec: str) -> str:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return format(value, spec)
-
-
-def grid_means(rows: list[dict]) -> list[dict]:
-    """Mean over seeds per grid point (successful trials), best learned/andes first."""
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        if row["status"] == "ok":
-            groups.setdefault(row["grid"], []).append(row)
-    out = []
-    for grid, group in groups.items():
-        n = len(group)
-        out.append(
-            {
-                "grid": grid,
-                "num_trials": n,
-                "learned_mean_qoe": sum(r["learned_mean_qoe"] for r in group) / n,
-                "andes_mean_qoe": sum(r["andes_mean_qoe"] for r in group) / n,
-                "qoe_vs_andes": sum(r["qoe_vs_andes"] for r in group) / n,
-                "seeds_won": sum(r["seeds_won"] for r in group),
-                "num_seeds": sum(r["num_seeds"] for r in group),
-            }
-        )
-    return sorted(out, key=lambda r: -r["qoe_vs_andes"])
-
-
-def sweep_markdown(
-    rows: list[dict], spec: SweepSpec, config_path: str, overrides: list[str]
-) -> str:
-    """The ranked trials table and the per-grid-point means, as Markdown."""
-    where = "this process" if spec.ray is None else f"Ray Tune (`--ray {spec.ray}`)"
-    lines = [
-        "# Sweep\n",
-        f"- config: `{config_path}`",
-        f"- fixed overrides: {', '.join(f'`{o}`' for o in overrides) or 'none'}",
-        f"- grid: {', '.join(f'`{k}` in {v}' for k, v in spec.grid.items()) or 'none'}; "
-        f"seeds: {', '.join(map(str, spec.seeds))}",
-        f"- trials: {len(rows)}, run in {where}",
-        "",
-        "## Trials ranked by held-out mean QoE against andes\n",
-        "learned/andes: the learned policy's mean QoE over the config's held-out "
-        "`eval.seeds` divided by andes's on the same seeds; seeds won: held-out seeds where "
-        "the learned policy's mean QoE is higher.\n",
-        "| rank | trial | grid point | seed | learned QoE | andes QoE | learned/andes "
-        "| seeds won | wall s | run dir |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        if r["status"] != "ok":
-            continue
-        lines.append(
-            f"| {r['rank']} | {r['trial']} | {r['grid'] or '-'} | {r['seed']} "
-            f"| {_fmt(r['learned_mean_qoe'], '.4f')} | {_fmt(r['andes_mean_qoe'], '.4f')} "
-            f"| {_fmt(r['qoe_vs_andes'], '.4f')} | {r['seeds_won']}/{r['num_seeds']} "
-            f"| {_fmt(r.get('wall_s'), '.0f')} | `{r['run_dir']}` |"
-        )
-    means = grid_means(rows)
-    if means and len(means) < sum(r["status"] == "ok" for r in rows):
-        lines += [
-            "",
-            "## Grid points (mean over seeds)\n",
-            "| grid point | trials | learned QoE | andes QoE | learned/andes | seeds won |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for m in means:
-            lines.append(
-                f"| {m['grid'] or '-'} | {m['num_trials']} | {m['learned_mean_qoe']:.4f} "
-                f"| {m['andes_mean_qoe']:.4f} | {m['qoe_vs_andes']:.4f} "
-                f"| {m['seeds_won']}/{m['num_seeds']} |"
-            )
-    failed = [r for r in rows if r["status"] != "ok"]
-    if failed:
-        lines += ["", "## Failed trials\n", "| trial | grid point | seed | error | run dir |"]
-        lines.append("|---|---|---:|---|---|")
-        for r in failed:
-            error = str(r.get("error", "")).replace("|", "\\|").replace("\n", " ")
-            lines.append(
-                f"| {r['trial']} | {r['grid'] or '-'} | {r['seed']} | {error} "
-                f"| `{r.get('run_dir') or '-'}` |"
-            )
-    return "\n".join(lines) + "\n"

@@ -1,4 +1,9 @@
-"""The fast surrogate engine: engine profiles, latency models and the iteration-level simulator."""
+"""The surrogate engine: engine profiles, latency models and the iteration-level simulator.
+
+`compiled.CompiledSurrogateBackend` is the engine the environments run (numba, imported on
+demand); `SurrogateBackend` is its specification in plain numpy (slow, readable, the test
+oracle); both share `base.SurrogateEngine` and the cost formulas of `costs`.
+"""
 
 from andes_gym.surrogate.latency import (
     LatencyModel,

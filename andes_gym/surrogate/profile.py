@@ -11,9 +11,9 @@ A profile is a YAML file in `configs/engines/` (or anywhere, by path)::
     overhead:   {per_prefill_seq_s: 2.5e-4, per_request_s: 3.9e-6}   # optional
 
 Every key is checked: a missing required field, an unknown key or a bad value raises a
-`ProfileError` (a `ConfigError`) naming the file it came from and the field
-(`latency.per_decode_seq_s`, also in `ProfileError.key`). Beyond each field's domain
-(integers at most 2**31 - 1, finite numbers), a profile must be consistent:
+`ProfileError` (a `ConfigError`) naming the file it came from, the field
+(`latency.per_decode_seq_s`, also in `ProfileError.key`) and its line. Beyond each field's
+domain (integers at most 2**31 - 1, finite numbers), a profile must be consistent:
 `limits.max_model_len` fits the KV cache (`kv.num_blocks * kv.block_size` tokens), and the
 latency model predicts a positive, finite time for every iteration the limits allow (an
 all-zero latency block would make every request's QoE 1).
@@ -21,24 +21,47 @@ all-zero latency block would make every request's QoE 1).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from andes_gym.config_files import ConfigError, read_yaml, resolve_config
+from annotated_types import Gt, Interval, Le
+from pydantic import AfterValidator
+
+from andes_gym.config_files import ConfigError, read_yaml_lines, resolve_config
+from andes_gym.config_schema import (
+    Int,
+    NoneIsEmpty,
+    Str,
+    Text,
+    YamlNumber,
+    none_means,
+    one_of,
+    section,
+    validate,
+)
 
 LATENCY_KINDS = ("linear", "roofline")
 PREEMPTION_MODES = ("recompute", "swap")
+
+MAX_PROFILE_INT = 2**31 - 1
+"""Largest integer field (block counts, limits, model sizes): what int32 arrays hold."""
+
+# The domains of the fields. Numbers are finite; a number written as a string that YAML 1.1
+# leaves unread (`6.7e9`) is read as a number.
+Count = Annotated[Int, Gt(0), Le(MAX_PROFILE_INT)]
+Positive = Annotated[YamlNumber, Gt(0)]
+NonNegative = Annotated[YamlNumber, Interval(ge=0)]
+Efficiency = Annotated[YamlNumber, Interval(gt=0, le=1)]
 
 
 class ProfileError(ConfigError):
     """An engine profile with a missing, unknown or invalid field."""
 
 
+@section
 @dataclass(frozen=True)
 class KVCacheSpec:
     """The paged KV cache.
@@ -51,11 +74,12 @@ class KVCacheSpec:
             it from the model spec).
     """
 
-    num_blocks: int
-    block_size: int
-    kv_bytes_per_token: float | None = None
+    num_blocks: Count
+    block_size: Count
+    kv_bytes_per_token: Positive | None = None
 
 
+@section
 @dataclass(frozen=True)
 class EngineLimits:
     """Scheduler limits, named as in vLLM.
@@ -67,11 +91,12 @@ class EngineLimits:
         max_model_len: Most tokens (prompt + output) one request may hold.
     """
 
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    max_model_len: int
+    max_num_seqs: Count
+    max_num_batched_tokens: Count
+    max_model_len: Count
 
 
+@section
 @dataclass(frozen=True)
 class LinearLatencySpec:
     """Coefficients of the linear iteration-latency model (seconds).
@@ -89,13 +114,14 @@ class LinearLatencySpec:
         per_prefill_token_sq_s: Optional quadratic prefill term (attention within a chunk).
     """
 
-    base_s: float
-    per_prefill_token_s: float
-    per_decode_seq_s: float
-    per_context_token_s: float
-    per_prefill_token_sq_s: float = 0.0
+    base_s: NonNegative
+    per_prefill_token_s: NonNegative
+    per_decode_seq_s: NonNegative
+    per_context_token_s: NonNegative
+    per_prefill_token_sq_s: NonNegative = 0.0
 
 
+@section
 @dataclass(frozen=True)
 class ModelSpec:
     """A decoder-only transformer, for the roofline model.
@@ -109,12 +135,12 @@ class ModelSpec:
         dtype_bytes: Bytes per weight and per KV element (2 for bf16/fp16).
     """
 
-    num_params: float
-    num_layers: int
-    hidden_size: int
-    num_kv_heads: int
-    head_dim: int
-    dtype_bytes: float
+    num_params: Positive
+    num_layers: Count
+    hidden_size: Count
+    num_kv_heads: Count
+    head_dim: Count
+    dtype_bytes: Positive
 
     @property
     def weight_bytes(self) -> float:
@@ -126,6 +152,7 @@ class ModelSpec:
         return 2.0 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype_bytes
 
 
+@section
 @dataclass(frozen=True)
 class HardwareSpec:
     """An accelerator, for the roofline model.
@@ -138,13 +165,14 @@ class HardwareSpec:
         overhead_s: Fixed per-iteration cost (scheduler, kernel launches, sampling).
     """
 
-    mem_bandwidth_gb_s: float
-    peak_tflops: float
-    bandwidth_efficiency: float
-    compute_efficiency: float
-    overhead_s: float
+    mem_bandwidth_gb_s: Positive
+    peak_tflops: Positive
+    bandwidth_efficiency: Efficiency
+    compute_efficiency: Efficiency
+    overhead_s: NonNegative
 
 
+@section
 @dataclass(frozen=True)
 class RooflineLatencySpec:
     """Model and hardware specs of the analytic roofline latency model."""
@@ -153,6 +181,7 @@ class RooflineLatencySpec:
     hardware: HardwareSpec
 
 
+@section
 @dataclass(frozen=True)
 class PreemptionSpec:
     """How the engine preempts.
@@ -163,10 +192,11 @@ class PreemptionSpec:
         swap_bw_gb_s: Host-device bandwidth for swap, GB/s (required for "swap").
     """
 
-    mode: str = "recompute"
-    swap_bw_gb_s: float | None = None
+    mode: Literal[PREEMPTION_MODES] = "recompute"
+    swap_bw_gb_s: Positive | None = None
 
 
+@section
 @dataclass(frozen=True)
 class OverheadSpec:
     """Serving-system costs outside the model's forward pass (seconds; all default 0).
@@ -184,10 +214,10 @@ class OverheadSpec:
         per_candidate_s: Per candidate of such a decision.
     """
 
-    per_prefill_seq_s: float = 0.0
-    per_request_s: float = 0.0
-    decision_s: float = 0.0
-    per_candidate_s: float = 0.0
+    per_prefill_seq_s: NonNegative = 0.0
+    per_request_s: NonNegative = 0.0
+    decision_s: NonNegative = 0.0
+    per_candidate_s: NonNegative = 0.0
 
     @property
     def per_iteration(self) -> bool:
@@ -200,6 +230,11 @@ class OverheadSpec:
         return self.decision_s > 0.0 or self.per_candidate_s > 0.0
 
 
+Latency = one_of(dict(zip(LATENCY_KINDS, (LinearLatencySpec, RooflineLatencySpec), strict=True)))
+"""`latency`: the model named by its `kind` key, with that model's fields."""
+
+
+@section
 @dataclass(frozen=True)
 class EngineProfile:
     """Everything the surrogate needs to know about an engine.
@@ -214,13 +249,13 @@ class EngineProfile:
         overhead: Serving-system costs around the forward pass (zero unless calibrated).
     """
 
-    name: str
+    name: Text
     kv: KVCacheSpec
     limits: EngineLimits
-    latency: LinearLatencySpec | RooflineLatencySpec
-    preemption: PreemptionSpec = PreemptionSpec()
-    description: str = ""
-    overhead: OverheadSpec = OverheadSpec()
+    latency: Latency
+    preemption: Annotated[PreemptionSpec, NoneIsEmpty] = PreemptionSpec()
+    description: Annotated[Str, none_means("")] = ""
+    overhead: Annotated[OverheadSpec, NoneIsEmpty] = OverheadSpec()
 
     @property
     def latency_kind(self) -> str:
@@ -241,126 +276,6 @@ class EngineProfile:
 
 
 # ------------------------------------------------------------------------------ loading
-MAX_PROFILE_INT = 2**31 - 1
-"""Largest integer field (block counts, limits, model sizes): what int32 arrays hold."""
-
-_INT_FIELDS = {
-    "kv.num_blocks",
-    "kv.block_size",
-    "limits.max_num_seqs",
-    "limits.max_num_batched_tokens",
-    "limits.max_model_len",
-    "latency.model.num_layers",
-    "latency.model.hidden_size",
-    "latency.model.num_kv_heads",
-    "latency.model.head_dim",
-}
-# Fields that must be > 0 (the rest of the numbers must be >= 0).
-_POSITIVE_FIELDS = _INT_FIELDS | {
-    "kv.kv_bytes_per_token",
-    "latency.model.num_params",
-    "latency.model.dtype_bytes",
-    "latency.hardware.mem_bandwidth_gb_s",
-    "latency.hardware.peak_tflops",
-    "latency.hardware.bandwidth_efficiency",
-    "latency.hardware.compute_efficiency",
-    "preemption.swap_bw_gb_s",
-}
-_AT_MOST_ONE = {"latency.hardware.bandwidth_efficiency", "latency.hardware.compute_efficiency"}
-
-
-def _check_number(name: str, value: Any, source: str) -> float | int:
-    if isinstance(value, str) and name not in _INT_FIELDS:
-        # PyYAML reads exponents without a sign (6.7e9) as strings (a YAML 1.1 quirk).
-        with contextlib.suppress(ValueError):
-            value = float(value)
-    is_num = isinstance(value, int | float) and not isinstance(value, bool)
-    if name in _INT_FIELDS:
-        if not (isinstance(value, int) and not isinstance(value, bool)) or value <= 0:
-            raise ProfileError(
-                f"{name} must be a positive integer, got {value!r}", source=source, key=name
-            )
-        if value > MAX_PROFILE_INT:
-            raise ProfileError(
-                f"{name} must be at most {MAX_PROFILE_INT}, got {value!r}", source=source, key=name
-            )
-        return value
-    if is_num and isinstance(value, int) and abs(value) > 1e300:
-        is_num = False  # an int beyond the float range
-    if not (is_num and math.isfinite(value)):
-        raise ProfileError(
-            f"{name} must be a finite number, got {value!r}", source=source, key=name
-        )
-    if name in _POSITIVE_FIELDS and value <= 0:
-        raise ProfileError(f"{name} must be positive, got {value!r}", source=source, key=name)
-    if value < 0:
-        raise ProfileError(f"{name} must be >= 0, got {value!r}", source=source, key=name)
-    if name in _AT_MOST_ONE and value > 1:
-        raise ProfileError(f"{name} must lie in (0, 1], got {value!r}", source=source, key=name)
-    return float(value)
-
-
-def _build(cls: type, data: Any, prefix: str, source: str, nested: dict | None = None) -> Any:
-    """A dataclass from a mapping, naming any missing, unknown or invalid field."""
-    if not isinstance(data, Mapping):
-        raise ProfileError(f"{prefix} must be a mapping, got {data!r}", source=source, key=prefix)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields), key=str)
-    if unknown:
-        raise ProfileError(
-            f"unknown key {prefix}.{unknown[0]}; expected one of {sorted(fields)}",
-            source=source,
-            key=f"{prefix}.{unknown[0]}",
-        )
-    kwargs = {}
-    for name, f in fields.items():
-        full = f"{prefix}.{name}"
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if name not in data or data[name] is None:
-            if required:
-                raise ProfileError(f"missing required field {full}", source=source, key=full)
-            continue
-        value = data[name]
-        if nested and name in nested:
-            kwargs[name] = _build(nested[name], value, full, source)
-        elif name == "mode":
-            if not (isinstance(value, str) and value in PREEMPTION_MODES):
-                raise ProfileError(
-                    f"{full} must be one of {list(PREEMPTION_MODES)}, got {value!r}",
-                    source=source,
-                    key=full,
-                )
-            kwargs[name] = value
-        else:
-            kwargs[name] = _check_number(full, value, source)
-    return cls(**kwargs)
-
-
-def _build_latency(data: Any, source: str) -> LinearLatencySpec | RooflineLatencySpec:
-    if not isinstance(data, Mapping):
-        raise ProfileError(f"latency must be a mapping, got {data!r}", source=source, key="latency")
-    kind = data.get("kind")
-    if not (isinstance(kind, str) and kind in LATENCY_KINDS):
-        raise ProfileError(
-            f"latency.kind must be one of {list(LATENCY_KINDS)}, got {kind!r}",
-            source=source,
-            key="latency.kind",
-        )
-    body = {k: v for k, v in data.items() if k != "kind"}
-    if kind == "linear":
-        return _build(LinearLatencySpec, body, "latency", source)
-    return _build(
-        RooflineLatencySpec,
-        body,
-        "latency",
-        source,
-        nested={"model": ModelSpec, "hardware": HardwareSpec},
-    )
-
-
-_TOP_LEVEL = ("name", "description", "kv", "limits", "latency", "preemption", "overhead")
-
-
 def engine_profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> EngineProfile:
     """Builds and validates a profile from plain data (a parsed YAML file).
 
@@ -371,55 +286,17 @@ def engine_profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") ->
     Raises:
         ProfileError: Naming the first missing, unknown or invalid field.
     """
-    if not isinstance(data, Mapping):
-        raise ProfileError(
-            f"an engine profile must be a mapping, got {type(data).__name__}", source=source
-        )
-    unknown = sorted(set(data) - set(_TOP_LEVEL), key=str)
-    if unknown:
-        raise ProfileError(
-            f"unknown key {unknown[0]!r}; expected one of {list(_TOP_LEVEL)}",
-            source=source,
-            key=str(unknown[0]),
-        )
-    for key in ("name", "kv", "limits", "latency"):
-        if key not in data:
-            raise ProfileError(f"missing required field {key}", source=source, key=key)
-    if not isinstance(data["name"], str) or not data["name"]:
-        raise ProfileError(
-            f"name must be a non-empty string, got {data['name']!r}", source=source, key="name"
-        )
-    description = data.get("description")
-    if description is not None and not isinstance(description, str):
-        raise ProfileError(
-            f"description must be a string, got {description!r}", source=source, key="description"
-        )
-    kv = _build(KVCacheSpec, data["kv"], "kv", source)
-    limits = _build(EngineLimits, data["limits"], "limits", source)
-    latency = _build_latency(data["latency"], source)
-    preemption = _build(PreemptionSpec, data.get("preemption") or {}, "preemption", source)
-    overhead = _build(OverheadSpec, data.get("overhead") or {}, "overhead", source)
-    profile = EngineProfile(
-        name=data["name"],
-        kv=kv,
-        limits=limits,
-        latency=latency,
-        preemption=preemption,
-        description=description or "",
-        overhead=overhead,
-    )
-    _check_consistency(profile, source)
-    return profile
+    return validate(_SCHEMA, data, source=source, error=ProfileError)
 
 
-def _check_consistency(profile: EngineProfile, source: str) -> None:
+def _check_consistency(profile: EngineProfile) -> EngineProfile:
+    """The rules across sections (each field's own domain is in its type)."""
     lim = profile.limits
     if lim.max_num_batched_tokens < lim.max_num_seqs:
         # Every running request must be able to decode in one iteration.
         raise ProfileError(
             f"limits.max_num_batched_tokens ({lim.max_num_batched_tokens}) must be >= "
             f"limits.max_num_seqs ({lim.max_num_seqs})",
-            source=source,
             key="limits.max_num_batched_tokens",
         )
     if lim.max_model_len > profile.kv_capacity_tokens:
@@ -428,26 +305,27 @@ def _check_consistency(profile: EngineProfile, source: str) -> None:
             f"limits.max_model_len ({lim.max_model_len}) exceeds the KV cache "
             f"(kv.num_blocks x kv.block_size = {profile.kv.num_blocks} x "
             f"{profile.kv.block_size} = {profile.kv_capacity_tokens} tokens)",
-            source=source,
             key="limits.max_model_len",
         )
     if profile.preemption.mode == "swap":
         if profile.preemption.swap_bw_gb_s is None:
             raise ProfileError(
                 "preemption.swap_bw_gb_s is required when preemption.mode is 'swap'",
-                source=source,
                 key="preemption.swap_bw_gb_s",
             )
         if profile.kv_bytes_per_token is None:
             raise ProfileError(
                 "kv.kv_bytes_per_token is required for swap preemption with a linear latency model",
-                source=source,
                 key="kv.kv_bytes_per_token",
             )
-    _check_latency_is_positive(profile, source)
+    _check_latency_is_positive(profile)
+    return profile
 
 
-def _check_latency_is_positive(profile: EngineProfile, source: str) -> None:
+_SCHEMA = Annotated[EngineProfile, AfterValidator(_check_consistency)]
+
+
+def _check_latency_is_positive(profile: EngineProfile) -> None:
     """Every iteration the limits allow must take a positive, finite time.
 
     Both latency models grow with each of their inputs, so the extremes are the
@@ -470,15 +348,12 @@ def _check_latency_is_positive(profile: EngineProfile, source: str) -> None:
         model = make_latency_model(profile)
         times = {what: model.iteration_s(*shape) for what, shape in iterations.items()}
     except (ArithmeticError, ValueError) as exc:
-        raise ProfileError(
-            f"the latency model cannot be evaluated: {exc}", source=source, key="latency"
-        ) from None
+        raise ProfileError(f"the latency model cannot be evaluated: {exc}", key="latency") from None
     for what, seconds in times.items():
         if not (math.isfinite(seconds) and seconds > 0):
             raise ProfileError(
                 f"the latency model predicts {seconds!r} s for {what} (p, d, ctx = "
                 f"{iterations[what]}); every iteration must take a positive, finite time",
-                source=source,
                 key="latency",
             )
 
@@ -504,5 +379,5 @@ def load_engine_profile(spec: str | Path | Mapping | EngineProfile) -> EnginePro
             f"got {type(spec).__name__}"
         )
     path = resolve_config("engines", spec)
-    data = read_yaml(path, "engine profile")
-    return engine_profile_from_dict(data, source=str(path))
+    data, lines = read_yaml_lines(path, "engine profile")
+    return validate(_SCHEMA, data, source=str(path), lines=lines, error=ProfileError)

@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from andes_gym.agents.adapter import ModelAgent
+from andes_gym.evaluation import run_episode
 from andes_gym.training import checkpoint as ckpt
+from andes_gym.training.factory import Predictor
 
 # info["qoe_summary"] field -> TensorBoard tag.
 QOE_TAGS: dict[str, str] = {
@@ -140,10 +143,6 @@ class PeriodicEval(BaseCallback):
         return True
 
     def _evaluate(self) -> None:
-        from andes_gym.agents.adapter import ModelAgent
-        from andes_gym.evaluation import run_episode
-        from andes_gym.training.factory import Predictor
-
         if self._env is None:
             self._env = self.make_env()
         norm = ckpt.find_vecnormalize(self.training_env)

@@ -37,14 +37,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+# Defined beside the run directory's other files, so commands can catch it without torch.
+from andes_gym.training.run_dir import CheckpointError
+
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 BEST_NAME = "best"
 _STEP_RE = re.compile(r"^step_(\d+)$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file and the problem."""
 
 
 class CheckpointWarning(UserWarning):

@@ -16,6 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from andes_gym.agents.adapter import ModelAgent, PolicyAgent
+from andes_gym.agents.learned import load_policy
+from andes_gym.agents.registry import make_policy
+from andes_gym.evaluation import run_episode
+from andes_gym.training.factory import load_predictor, make_env
+
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (summary field, header, format)
     ("mean_qoe", "mean QoE", ".4f"),
@@ -48,22 +54,14 @@ class AgentSpec:
 
 
 def _make_agent(spec: AgentSpec):
-    from andes_gym.agents.adapter import ModelAgent, PolicyAgent
-
     if spec.kind == "policy":
-        from andes_gym.agents.registry import make_policy
-
         return PolicyAgent(make_policy(spec.target))
     if spec.kind == "onnx":
-        from andes_gym.engine_bridge.policy_io import load_policy
-
         agent = PolicyAgent(load_policy(spec.target))
         agent.policy.name = spec.label
         return agent
     if spec.kind == "run":
         import torch
-
-        from andes_gym.training.factory import load_predictor
 
         torch.set_num_threads(1)
         return ModelAgent(load_predictor(spec.target), name=spec.label)
@@ -72,9 +70,6 @@ def _make_agent(spec: AgentSpec):
 
 def _episode(task: tuple) -> dict:
     env_id, env_kwargs, agent_spec, seed, max_steps = task
-    from andes_gym.evaluation import run_episode
-    from andes_gym.training.factory import make_env
-
     env = make_env(env_id, env_kwargs)
     try:
         result = run_episode(env, _make_agent(agent_spec), seed, max_steps)

@@ -14,9 +14,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from andes_gym.agents.registry import registered_policies
 from andes_gym.core.features import OBS_BOUND, FeatureSpec
 from andes_gym.extras import is_available
 from andes_gym.training.config import ConfigError, TrainConfig
+from andes_gym.training.imitation import TeacherLabels
+from andes_gym.training.run_dir import read_run
 
 # --------------------------------------------------------------------------- envs
 
@@ -82,7 +85,11 @@ class HeldOutSeeds(gym.Wrapper):
 
 
 def _env_thunk(
-    env_id: str, env_kwargs: dict, held_out: list[int], teacher: str | None, worker: bool
+    env_id: str,
+    env_kwargs: dict,
+    held_out: list[int],
+    teacher: tuple[str, dict] | None,
+    worker: bool,
 ):
     if worker:
         # Ctrl-C goes to the whole process group; the trainer handles it (and saves), the
@@ -90,9 +97,7 @@ def _env_thunk(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     env = HeldOutSeeds(make_env(env_id, env_kwargs), held_out)
     if teacher is not None:
-        from andes_gym.training.imitation import TeacherLabels
-
-        env = TeacherLabels(env, teacher)
+        env = TeacherLabels(env, *teacher)
     return env
 
 
@@ -116,7 +121,7 @@ def make_vec_env(cfg: TrainConfig, with_teacher: bool = False):
     )
 
     e = cfg.env
-    teacher = cfg.bc.teacher if with_teacher else None
+    teacher = (cfg.bc.teacher, dict(cfg.bc.teacher_kwargs)) if with_teacher else None
     subproc = e.vec_env == "subproc"
     fns = [
         partial(_env_thunk, e.id, dict(e.kwargs), held_out_seeds(cfg), teacher, subproc)
@@ -262,8 +267,6 @@ def validate(cfg: TrainConfig, spec: FeatureSpec | None = None) -> None:
         )
     if cfg.progress_bar and not all(is_available(m) for m in ("tqdm", "rich")):
         raise ConfigError("progress_bar=true needs tqdm and rich installed; set progress_bar=false")
-    from andes_gym.agents.registry import registered_policies
-
     if cfg.bc.enabled and cfg.bc.teacher not in registered_policies():
         raise ConfigError(
             f"bc.teacher {cfg.bc.teacher!r} is not a registered policy: {registered_policies()}"
@@ -349,7 +352,6 @@ def load_predictor(run_dir: str | Path, ckpt_dir: str | Path | None = None) -> P
     import torch
 
     from andes_gym.training import checkpoint as ckpt
-    from andes_gym.training.run_dir import read_run
 
     cfg, spec = read_run(run_dir)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else ckpt.policy_checkpoint(run_dir)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from andes_gym.agents.adapter import attach_world
+from andes_gym.agents.registry import make_policy
 from andes_gym.core.features import slot_action_from_decision
 
 METRIC_SAMPLES = 2048  # decisions the fit metrics are computed on
@@ -34,13 +36,13 @@ class TeacherLabels(gym.Wrapper):
     Args:
         env: An andes_gym scheduling env.
         teacher: Registered policy name.
+        teacher_kwargs: Its constructor arguments.
     """
 
-    def __init__(self, env: gym.Env, teacher: str) -> None:
+    def __init__(self, env: gym.Env, teacher: str, teacher_kwargs: dict | None = None) -> None:
         super().__init__(env)
-        from andes_gym.agents.registry import make_policy
-
-        self.teacher = make_policy(teacher)
+        self.teacher = make_policy(teacher, **(teacher_kwargs or {}))
+        attach_world(self.teacher, env)
         self.labeling = True
 
     def set_labeling(self, on: bool) -> None:

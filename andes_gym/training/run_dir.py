@@ -36,6 +36,14 @@ SPEC_FILE = "feature_spec.json"
 FIXED_KEYS = ("env.id", "env.norm_obs", "env.norm_reward", "algo.name", "policy")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and the problem.
+
+    Raised by `andes_gym.training.checkpoint`; defined here, where importing it imports
+    no torch.
+    """
+
+
 def run_name(cfg: TrainConfig, now: float | None = None) -> str:
     """`{env}__{exp}__{seed}__{time}` with the env id's slashes replaced."""
     env = cfg.env.id.replace("/", "-").replace(":", "-")

@@ -9,6 +9,7 @@ Typical use::
 from andes_gym.workloads.config import (
     ArrivalConfig,
     LengthConfig,
+    StreamsConfig,
     TargetConfig,
     WorkloadConfig,
     list_presets,
@@ -34,6 +35,7 @@ __all__ = [
     "ArrivalConfig",
     "LengthConfig",
     "RequestSpec",
+    "StreamsConfig",
     "TargetConfig",
     "TraceData",
     "TraceError",

@@ -12,11 +12,13 @@ Fields without a default are required; kind-specific fields without a default (e
 `rate_rps`, `cv` for gamma, `period_s` for bursty) are required for that kind. Unknown
 keys anywhere are errors, so a typo never silently falls back to a default.
 
-Every value is checked against its domain when the config is built: counts are integers
-(a bool is not one), numbers are finite (NaN and infinity are refused), and each lies in
-the range given by the constants below, chosen so that a config that validates also draws
-requests within `Workload`'s bounds (lengths at most `MAX_TOKENS`). Every error is a
-`ConfigError` naming the source and the dotted key (`arrivals.rate_rps`).
+Every value is checked against its domain, declared in the field's type, when the config
+is built (directly, or by `andes_gym.config_schema.validate`, the loader of every config):
+counts are integers (a bool is not one), numbers are finite (NaN and infinity are refused)
+and kept as written, and each lies in the range given by the constants below, chosen so
+that a config that validates also draws requests within `Workload`'s bounds (lengths at
+most `MAX_TOKENS`). Every error is a `ConfigError` naming the source, the dotted key
+(`arrivals.rate_rps`) and, for a file, the line.
 """
 
 from __future__ import annotations
@@ -24,18 +26,22 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from annotated_types import Gt, Interval, MinLen
 
 from andes_gym.config_files import (
     ConfigError,
     available_configs,
     is_config_path,
     packaged_config_dir,
-    read_yaml,
+    read_yaml_lines,
     resolve_config,
 )
+from andes_gym.config_schema import Int, Text, as_one_value, config_dataclass, validate
+from andes_gym.config_schema import WrittenNumber as Number
 from andes_gym.workloads import lengths as length_models
 from andes_gym.workloads.spec import MAX_TDS_TOK_S, MAX_TIME_S, MAX_TOKENS
 
@@ -61,93 +67,24 @@ TIME_SCALE_RANGE = (1e-6, 1e6)
 PREFILL_TOK_S_RANGE = (1.0, 1e12)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _within(bounds: tuple[float, float]) -> Interval:
+    return Interval(ge=bounds[0], le=bounds[1])
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+Tokens = Annotated[Int, Interval(ge=1, le=MAX_TOKENS)]
+Duration = Annotated[Number, Interval(ge=0, le=MAX_TIME_S)]
+Window = Annotated[tuple[Number, Number], as_one_value("a pair of finite numbers [start, end]")]
+TokenRange = Annotated[
+    tuple[Tokens, Tokens], as_one_value(f"a pair of integers [lo, hi] in [1, {MAX_TOKENS}]")
+]
 
 
 def _fail(key: str, message: str) -> None:
+    """Breaks a rule between fields; `key` is relative to the section that checks it."""
     raise ConfigError(message, key=key)
 
 
-def _as_finite(value: Any) -> float | None:
-    """`value` as a finite float, or None when it is not a finite (non-bool) number."""
-    if not _is_number(value):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond the float range
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _check_range(
-    name: str,
-    value: Any,
-    lo: float,
-    hi: float,
-    *,
-    lo_open: bool = False,
-    allow_none: bool = False,
-) -> None:
-    """A finite number in [lo, hi] (or (lo, hi] when `lo_open`)."""
-    if value is None and allow_none:
-        return
-    number = _as_finite(value)
-    above_lo = number is not None and (number > lo if lo_open else number >= lo)
-    if not (above_lo and number <= hi):
-        bracket = "(" if lo_open else "["
-        raise ConfigError(
-            f"{name} must be a finite number in {bracket}{lo:g}, {hi:g}], got {value!r}", key=name
-        )
-
-
-def _check_positive(name: str, value: Any, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    number = _as_finite(value)
-    if number is None or number <= 0:
-        _fail(name, f"{name} must be a positive finite number, got {value!r}")
-
-
-def _check_int(
-    name: str, value: Any, *, minimum: int, maximum: int = MAX_TOKENS, allow_none: bool = False
-) -> None:
-    if value is None and allow_none:
-        return
-    if not (_is_int(value) and minimum <= value <= maximum):
-        _fail(name, f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
-
-
-def _check_kind(name: str, value: Any, kinds: tuple[str, ...]) -> None:
-    if not (isinstance(value, str) and value in kinds):
-        _fail(name, f"{name} must be one of {list(kinds)}, got {value!r}")
-
-
-def _check_text(name: str, value: Any) -> None:
-    if value is not None and not (isinstance(value, str) and value):
-        _fail(name, f"{name} must be a non-empty string or null, got {value!r}")
-
-
-def _as_pair(obj: Any, name: str, value: Any, *, allow_none: bool = True) -> tuple | None:
-    """Coerces a YAML list to a tuple of two finite numbers (frozen dataclasses need tuples)."""
-    if value is None and allow_none:
-        return None
-    if not (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(_as_finite(v) is not None for v in value)
-    ):
-        _fail(name, f"{name} must be a pair of finite numbers [lo, hi], got {value!r}")
-    pair = tuple(value)
-    object.__setattr__(obj, name.rsplit(".", 1)[-1], pair)
-    return pair
-
-
-@dataclass(frozen=True)
+@config_dataclass
 class ArrivalConfig:
     """When requests arrive.
 
@@ -173,37 +110,24 @@ class ArrivalConfig:
             are divided by it); the knob for sweeping load on a fixed shape.
     """
 
-    kind: str
-    rate_rps: float | None = None
-    cv: float | None = None
-    intensity: float = 2.0
-    duty: float = 0.35
-    period_s: float | None = None
-    trace_path: str | None = None
-    trace_format: str = "project"
-    trace_window_s: tuple[float, float] | None = None
-    trace_model: str | None = None
-    trace_log_type: str | None = None
-    rate_scale: float = 1.0
+    kind: Literal[ARRIVAL_KINDS]
+    rate_rps: Annotated[Number, _within(RATE_RPS_RANGE)] | None = None
+    cv: Annotated[Number, _within(CV_RANGE)] | None = None
+    intensity: Annotated[Number, Gt(0)] = 2.0
+    duty: Annotated[Number, Interval(gt=0, lt=1)] = 0.35
+    period_s: Annotated[Number, _within(PERIOD_S_RANGE)] | None = None
+    trace_path: Text | None = None
+    trace_format: Literal[TRACE_FORMATS] = "project"
+    trace_window_s: Window | None = None
+    trace_model: Text | None = None
+    trace_log_type: Text | None = None
+    rate_scale: Annotated[Number, _within(RATE_SCALE_RANGE)] = 1.0
 
     def __post_init__(self) -> None:
-        _check_kind("arrivals.kind", self.kind, ARRIVAL_KINDS)
-        _check_range("arrivals.rate_scale", self.rate_scale, *RATE_SCALE_RANGE)
-        _check_range("arrivals.rate_rps", self.rate_rps, *RATE_RPS_RANGE, allow_none=True)
-        _check_range("arrivals.cv", self.cv, *CV_RANGE, allow_none=True)
-        _check_positive("arrivals.intensity", self.intensity)
-        _check_range("arrivals.period_s", self.period_s, *PERIOD_S_RANGE, allow_none=True)
-        duty = _as_finite(self.duty)
-        if duty is None or not 0 < duty < 1:
-            _fail("arrivals.duty", f"arrivals.duty must lie in (0, 1), got {self.duty!r}")
-        _check_kind("arrivals.trace_format", self.trace_format, TRACE_FORMATS)
-        _check_text("arrivals.trace_path", self.trace_path)
-        _check_text("arrivals.trace_model", self.trace_model)
-        _check_text("arrivals.trace_log_type", self.trace_log_type)
-        window = _as_pair(self, "arrivals.trace_window_s", self.trace_window_s)
+        window = self.trace_window_s
         if window is not None and not 0 <= window[0] < window[1] <= MAX_TIME_S:
             _fail(
-                "arrivals.trace_window_s",
+                "trace_window_s",
                 f"arrivals.trace_window_s must satisfy 0 <= start < end <= {MAX_TIME_S:g}, "
                 f"got {list(window)}",
             )
@@ -216,18 +140,22 @@ class ArrivalConfig:
             "bursty": ("rate_rps", "period_s"),
             "trace": ("trace_path",),
         }[self.kind]
-        missing = [f"arrivals.{n}" for n in needs if getattr(self, n) is None]
+        missing = [n for n in needs if getattr(self, n) is None]
         if missing:
-            _fail(missing[0], f"arrivals.kind={self.kind!r} requires {', '.join(missing)}")
+            _fail(
+                missing[0],
+                f"arrivals.kind={self.kind!r} requires "
+                + ", ".join(f"arrivals.{n}" for n in missing),
+            )
         if self.kind == "bursty" and self.intensity * self.duty > 1:
             _fail(
-                "arrivals.intensity",
+                "intensity",
                 f"arrivals.intensity * arrivals.duty = {self.intensity} * {self.duty} exceeds 1:"
                 " the off-peak rate would be negative",
             )
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class LengthConfig:
     """How long prompts and outputs are.
 
@@ -245,30 +173,20 @@ class LengthConfig:
         output_range: Uniform: inclusive [lo, hi] of output lengths (before scaling).
     """
 
-    kind: str = "sharegpt"
-    scale: float = 1.0
-    max_prompt_tokens: int | None = None
-    max_output_tokens: int | None = None
-    prompt_tokens: int = 128
-    output_tokens: int = 128
-    prompt_range: tuple[int, int] = (32, 512)
-    output_range: tuple[int, int] = (32, 512)
+    kind: Literal[LENGTH_KINDS] = "sharegpt"
+    scale: Annotated[Number, _within(LENGTH_SCALE_RANGE)] = 1.0
+    max_prompt_tokens: Tokens | None = None
+    max_output_tokens: Tokens | None = None
+    prompt_tokens: Tokens = 128
+    output_tokens: Tokens = 128
+    prompt_range: TokenRange = (32, 512)
+    output_range: TokenRange = (32, 512)
 
     def __post_init__(self) -> None:
-        _check_kind("lengths.kind", self.kind, LENGTH_KINDS)
-        _check_range("lengths.scale", self.scale, *LENGTH_SCALE_RANGE)
-        _check_int("lengths.max_prompt_tokens", self.max_prompt_tokens, minimum=1, allow_none=True)
-        _check_int("lengths.max_output_tokens", self.max_output_tokens, minimum=1, allow_none=True)
-        _check_int("lengths.prompt_tokens", self.prompt_tokens, minimum=1)
-        _check_int("lengths.output_tokens", self.output_tokens, minimum=1)
         for name in ("prompt_range", "output_range"):
-            lo, hi = _as_pair(self, f"lengths.{name}", getattr(self, name), allow_none=False)
-            if not (_is_int(lo) and _is_int(hi) and 1 <= lo <= hi <= MAX_TOKENS):
-                _fail(
-                    f"lengths.{name}",
-                    f"lengths.{name} must be integers with 1 <= lo <= hi <= {MAX_TOKENS}, "
-                    f"got {[lo, hi]}",
-                )
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                _fail(name, f"lengths.{name} must satisfy lo <= hi, got {[lo, hi]}")
         for what in ("prompt", "output"):
             self._check_final_lengths(what)
 
@@ -282,7 +200,7 @@ class LengthConfig:
                 clip = getattr(length_models, f"{family}_MAX_{what.upper()}_TOKENS")
             if not 1.0 < mean < clip:
                 _fail(
-                    "lengths.scale",
+                    "scale",
                     f"lengths.scale = {self.scale!r} gives a mean {what} of {mean:.4g} tokens, "
                     f"which must lie strictly between 1 and the clip "
                     f"lengths.max_{what}_tokens = {clip}",
@@ -296,13 +214,13 @@ class LengthConfig:
             final = min(round(longest * self.scale), clip or math.inf)
             if final > MAX_TOKENS:
                 _fail(
-                    "lengths.scale",
+                    "scale",
                     f"lengths.scale = {self.scale!r} makes {what} lengths of up to {final:.4g} "
                     f"tokens, more than {MAX_TOKENS}",
                 )
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class TargetConfig:
     """The QoE targets (TTFT and token delivery speed) of each request.
 
@@ -322,25 +240,16 @@ class TargetConfig:
         min_ttft_s: Floor of the TTFT formula in seconds (paper: 1 s).
     """
 
-    kind: str = "reading"
-    time_scale: float = 1.0
-    voice_fraction: float = 0.5
-    tds_tok_s: float = 4.8
-    ttft_s: float | None = None
-    prefill_tok_s: float = 5000.0
-    min_ttft_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        _check_kind("targets.kind", self.kind, TARGET_KINDS)
-        _check_range("targets.time_scale", self.time_scale, *TIME_SCALE_RANGE)
-        _check_range("targets.voice_fraction", self.voice_fraction, 0.0, 1.0)
-        _check_range("targets.tds_tok_s", self.tds_tok_s, 0.0, MAX_TDS_TOK_S, lo_open=True)
-        _check_range("targets.prefill_tok_s", self.prefill_tok_s, *PREFILL_TOK_S_RANGE)
-        _check_range("targets.ttft_s", self.ttft_s, 0.0, MAX_TIME_S, allow_none=True)
-        _check_range("targets.min_ttft_s", self.min_ttft_s, 0.0, MAX_TIME_S)
+    kind: Literal[TARGET_KINDS] = "reading"
+    time_scale: Annotated[Number, _within(TIME_SCALE_RANGE)] = 1.0
+    voice_fraction: Annotated[Number, Interval(ge=0, le=1)] = 0.5
+    tds_tok_s: Annotated[Number, Interval(gt=0, le=MAX_TDS_TOK_S)] = 4.8
+    ttft_s: Duration | None = None
+    prefill_tok_s: Annotated[Number, _within(PREFILL_TOK_S_RANGE)] = 5000.0
+    min_ttft_s: Duration = 1.0
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class WorkloadConfig:
     """A complete, seedable description of a workload.
 
@@ -354,73 +263,59 @@ class WorkloadConfig:
         targets: QoE targets.
     """
 
-    name: str
+    name: Text
     arrivals: ArrivalConfig
-    num_requests: int | None = None
+    num_requests: Annotated[Int, Interval(ge=1, le=MAX_NUM_REQUESTS)] | None = None
     lengths: LengthConfig = field(default_factory=LengthConfig)
     targets: TargetConfig = field(default_factory=TargetConfig)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.name, str) and self.name):
-            _fail("name", f"name must be a non-empty string, got {self.name!r}")
-        _check_int(
-            "num_requests", self.num_requests, minimum=1, maximum=MAX_NUM_REQUESTS, allow_none=True
-        )
         if self.num_requests is None and self.arrivals.kind != "trace":
             _fail("num_requests", f"arrivals.kind={self.arrivals.kind!r} requires num_requests")
         if self.lengths.kind == "trace" and self.arrivals.kind != "trace":
             _fail("lengths.kind", "lengths.kind='trace' requires arrivals.kind='trace'")
 
 
-_SECTIONS: dict[str, type] = {
-    "arrivals": ArrivalConfig,
-    "lengths": LengthConfig,
-    "targets": TargetConfig,
-}
+@config_dataclass
+class StreamsConfig:
+    """Independent request streams merged into one workload by arrival time.
+
+    Real services mix populations (listeners and readers, chat and long prompts, traffic
+    with several rhythms). Each stream is an ordinary workload config; `make_workload`
+    draws every stream from its own seed and merges them::
+
+        name: chat_long_prompt_cpu
+        streams:
+          - {name: chat, num_requests: 800, arrivals: {...}, lengths: {...}, targets: {...}}
+          - {name: summaries, num_requests: 250, arrivals: {...}, lengths: {...}}
+
+    A preset with a `streams` key works everywhere a workload preset does.
+
+    Attributes:
+        name: Name of the merged workload.
+        streams: The streams (at least 2; none replays a trace: merge trace files instead).
+    """
+
+    name: Text
+    streams: Annotated[tuple[WorkloadConfig, ...], MinLen(2)]
+
+    def __post_init__(self) -> None:
+        for i, stream in enumerate(self.streams):
+            if stream.arrivals.kind == "trace":
+                _fail(f"streams[{i}].arrivals.kind", "a stream cannot replay a trace")
+
+    @property
+    def num_requests(self) -> int:
+        """Requests of one draw (every stream's together)."""
+        return sum(stream.num_requests for stream in self.streams)
 
 
-def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
-    """Builds dataclass `cls` from a mapping, rejecting unknown and missing keys."""
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(data, Mapping):
-        shown = repr(data) if len(repr(data)) <= 80 else f"{repr(data)[:77]}..."
-        raise ConfigError(
-            f"{where} must be a mapping, got {shown}",
-            source=source,
-            key=prefix.rstrip(".") or None,
-        )
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!s} (known keys of {where}: {', '.join(fields)})",
-            source=source,
-            key=f"{prefix}{unknown[0]!s}",
-        )
-    required = [
-        name
-        for name, f in fields.items()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    missing = [f"{prefix}{name}" for name in required if name not in data]
-    if missing:
-        raise ConfigError(
-            f"missing required key(s) {', '.join(missing)}", source=source, key=missing[0]
-        )
-    kwargs = dict(data)
-    if cls is WorkloadConfig:
-        for name, section_cls in _SECTIONS.items():
-            if name in kwargs:
-                kwargs[name] = _build(section_cls, kwargs[name], f"{name}.", source)
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:  # a field check: it names the key
-        raise ConfigError(str(exc), source=source, key=exc.key) from None
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc), source=source) from exc
+AnyWorkloadConfig = WorkloadConfig | StreamsConfig
 
 
-def workload_config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> WorkloadConfig:
+def workload_config_from_dict(
+    data: Mapping[str, Any], source: str = "<dict>", lines: Any = None
+) -> AnyWorkloadConfig:
     """Builds a `WorkloadConfig` from a (YAML-shaped) mapping.
 
     Args:
@@ -428,14 +323,15 @@ def workload_config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -
         source: Where the mapping came from, used in error messages.
 
     Returns:
-        The validated config.
+        The validated config: a `StreamsConfig` when the mapping has a `streams` key.
 
     Raises:
         ConfigError: On an unknown key (named with its section), a missing required key,
             or an invalid value; the message starts with `source` and names the key (also
             in `ConfigError.key`).
     """
-    return _build(WorkloadConfig, data, "", source)
+    schema = StreamsConfig if isinstance(data, Mapping) and "streams" in data else WorkloadConfig
+    return validate(schema, data, source=source, lines=lines)
 
 
 def workload_config_to_dict(cfg: WorkloadConfig) -> dict[str, Any]:
@@ -473,7 +369,7 @@ def _resolve_path(path_or_name: str | Path, preset_dir: Path | None) -> Path:
 
 def load_workload_config(
     path_or_name: str | Path, preset_dir: Path | None = None
-) -> WorkloadConfig:
+) -> AnyWorkloadConfig:
     """Loads a workload config from a YAML file or a preset name.
 
     Args:
@@ -482,8 +378,8 @@ def load_workload_config(
         preset_dir: Directory of presets; default the repository's configs/workloads.
 
     Returns:
-        The validated config. A relative `arrivals.trace_path` is made absolute against
-        the YAML file's directory.
+        The validated config (a `StreamsConfig` for a file with a `streams` key). A
+        relative `arrivals.trace_path` is made absolute against the YAML file's directory.
 
     Raises:
         FileNotFoundError: If neither a file nor a preset of that name exists.
@@ -497,8 +393,10 @@ def load_workload_config(
             "trace_path: ...}) or read it with andes_gym.workloads.read_trace_workload",
             source=path,
         )
-    data = read_yaml(path, "workload config")
-    cfg = workload_config_from_dict(data, source=str(path))
+    data, lines = read_yaml_lines(path, "workload config")
+    cfg = workload_config_from_dict(data, source=str(path), lines=lines)
+    if isinstance(cfg, StreamsConfig):
+        return cfg
     trace_path = cfg.arrivals.trace_path
     if trace_path is not None and not Path(trace_path).is_absolute():
         absolute = str((path.parent / trace_path).resolve())

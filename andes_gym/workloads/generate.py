@@ -7,7 +7,8 @@ lengths for the same seed (common random numbers for A/B comparisons).
 
 Order of operations: arrivals (generated, or read from the trace, windowed and cut to
 `num_requests`) -> divided by `arrivals.rate_scale` -> lengths -> targets (TTFT from the
-final prompt lengths).
+final prompt lengths). A `StreamsConfig` draws each stream from its own seed
+(`stream_seed`) and merges the streams by arrival (`merge_workloads`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import numpy as np
 from andes_gym.config_files import ConfigError
 from andes_gym.workloads import arrivals, lengths
 from andes_gym.workloads.config import (
+    AnyWorkloadConfig,
     ArrivalConfig,
     LengthConfig,
+    StreamsConfig,
     WorkloadConfig,
     load_workload_config,
 )
@@ -100,8 +103,28 @@ def load_trace_rows(cfg: WorkloadConfig) -> TraceData:
     return trace
 
 
+def stream_seed(seed: int, index: int) -> int:
+    """The seed stream `index` of a `StreamsConfig` is drawn with in episode `seed`
+    (independent per stream, so editing one stream leaves the others' requests alone)."""
+    return int(np.random.SeedSequence([int(seed), int(index), 0x5354]).generate_state(1)[0])
+
+
+def merge_workloads(parts: list[Workload], name: str) -> Workload:
+    """One workload holding every request of `parts`, sorted by arrival (stable)."""
+    arrival = np.concatenate([w.arrival_s for w in parts])
+    order = np.argsort(arrival, kind="stable")
+    return Workload(
+        arrival_s=arrival[order],
+        prompt_tokens=np.concatenate([w.prompt_tokens for w in parts])[order],
+        output_tokens=np.concatenate([w.output_tokens for w in parts])[order],
+        ttft_s=np.concatenate([w.ttft_s for w in parts])[order],
+        tds_tok_s=np.concatenate([w.tds_tok_s for w in parts])[order],
+        name=name,
+    )
+
+
 def make_workload(
-    cfg: WorkloadConfig | str | Path, seed: int, trace: TraceData | None = None
+    cfg: AnyWorkloadConfig | str | Path, seed: int, trace: TraceData | None = None
 ) -> Workload:
     """Builds the workload `cfg` describes; the same config and seed give identical arrays.
 
@@ -120,10 +143,13 @@ def make_workload(
             more than `MAX_TIME_S` in, say), naming the section to change.
         TraceError: If a trace file is malformed.
     """
-    if not isinstance(cfg, WorkloadConfig):
+    if not isinstance(cfg, WorkloadConfig | StreamsConfig):
         cfg = load_workload_config(cfg)
     if not (isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(cfg, StreamsConfig):
+        parts = [make_workload(s, stream_seed(seed, i)) for i, s in enumerate(cfg.streams)]
+        return merge_workloads(parts, cfg.name)
     arrival_rng, length_rng, target_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(3)
     )

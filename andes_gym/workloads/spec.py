@@ -115,16 +115,6 @@ class Workload:
             tds_tok_s=float(self.tds_tok_s[i]),
         )
 
-    def requests(self) -> list[RequestSpec]:
-        """All requests as specs, in arrival order."""
-        return [self[i] for i in range(len(self))]
-
-    @classmethod
-    def from_requests(cls, requests: list[RequestSpec], name: str = "workload") -> Workload:
-        """Builds a workload from specs (sorted by arrival; ids are reassigned in that order)."""
-        reqs = sorted(requests, key=lambda r: r.arrival_s)
-        return cls(**{f: np.array([getattr(r, f) for r in reqs]) for f in _FIELDS}, name=name)
-
     @property
     def duration_s(self) -> float:
         """Time of the last arrival (0 for an empty workload)."""
@@ -133,14 +123,6 @@ class Workload:
     def select(self, mask: np.ndarray, name: str | None = None) -> Workload:
         """The sub-workload of the requests where `mask` is true."""
         return Workload(**{f: getattr(self, f)[mask] for f in _FIELDS}, name=name or self.name)
-
-    def slice_time(self, start_s: float, end_s: float) -> Workload:
-        """Requests arriving in [start_s, end_s), re-based so the window starts at 0."""
-        if not end_s > start_s:
-            raise ValueError(f"slice_time: end_s={end_s} must exceed start_s={start_s}")
-        mask = (self.arrival_s >= start_s) & (self.arrival_s < end_s)
-        sub = self.select(mask)
-        return sub.replace(arrival_s=sub.arrival_s - start_s)
 
     def scale_rate(self, factor: float) -> Workload:
         """The same requests arriving `factor` times as fast (arrival times divided by it)."""

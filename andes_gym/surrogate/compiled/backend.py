@@ -1,75 +1,46 @@
-"""`CompiledSurrogateBackend`: the surrogate engine with its step compiled by numba.
+"""`CompiledSurrogateBackend`: the surrogate engine, compiled by numba. The engine the
+environments run.
 
-Same engine, same rules, same results as `SurrogateBackend` (the Python reference it
-subclasses; `tests/test_compiled_engine.py` holds them side by side), at a fraction of the
-cost per decision: the state lives in a few arrays (`layout`) that compiled kernels update
-in place, and an environment step on slot scores (`step_slots`) is one compiled call:
-selection rule, preemption and admission, iterations up to the next contested decision
-point, the observation of that point and the reward potential.
+Its rules are those of the specification `andes_gym.surrogate.simulator.SurrogateBackend`
+(`tests/test_compiled_engine.py` holds the two to the same bits); its cost formulas are
+`andes_gym.surrogate.costs`, compiled. The state lives in a few arrays (the layout of
+`kernels`) that compiled kernels update in place, and an environment step on slot scores
+(`step_slots`) is one compiled call: selection rule, preemption and admission, iterations
+up to the next contested decision point, the observation of that point and the reward
+potential.
 
-Everything a caller of the Python engine reads is still there and current after each call:
-the QoE tracker (the kernels update its arrays), the per-request arrays (views into the
-state), and `next_decision`'s `Candidates` (built on request by the shared
+Everything a caller of an engine reads is current after each call: the QoE tracker (the
+kernels update its arrays, `QoETracker.floats` / `num_tokens`), the per-request arrays
+(views into the state), and `next_decision`'s `Candidates` (built on request by the shared
 `make_candidates`, for policies that decide on candidates, not on slot scores).
 
-Not supported (use `SurrogateBackend`): recording every token's time
-(`record_token_times`, for the token-curve rendering) and the `on_iteration` hook.
+With `record_token_times` or an `on_iteration` hook the kernels run in one-iteration mode
+(`kernels.P_ONE_ITERATION`): they return after every iteration, and the backend logs the
+tokens it delivered and calls the hook; the trajectory is the same, only slower.
+
+`snapshot` / `restore` copy the episode's state out and back in place, for look-ahead.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from andes_gym.core.backend import DecisionConfig
 from andes_gym.core.candidates import Candidates, Capacity
 from andes_gym.core.features import FeatureSpec
 from andes_gym.core.selection import Decision
-from andes_gym.envs.backend import DecisionConfig
 from andes_gym.qoe import VARIANTS
+from andes_gym.surrogate import base, costs
+from andes_gym.surrogate.base import SurrogateEngine
 from andes_gym.surrogate.compiled import kernels
 from andes_gym.surrogate.compiled.kernels import (
     B_DONE,
     B_SELECTED,
-    B_SWAPPED,
-    FEATURE_SET,
-    LATENCY_LINEAR,
-    LATENCY_ROOFLINE,
-    NUM_BOOL_ROWS,
-    NUM_FLOAT_PARAMS,
-    NUM_FLOAT_STATE,
-    NUM_INT_PARAMS,
-    NUM_INT_ROWS,
-    NUM_INT_STATE,
-    P_BLOCK_SIZE,
-    P_DECISION_OVERHEAD,
-    P_ITER_OVERHEAD,
-    P_ITERS_PER_DECISION,
-    P_K_SLOTS,
-    P_LATENCY_KIND,
-    P_MAX_SEQS,
-    P_MAX_TOKENS,
-    P_ORACLE,
-    P_SKIP_UNCONTESTED,
-    P_SWAP,
-    P_TOTAL_BLOCKS,
-    P_VARIANT,
-    PF_DECISION_S,
-    PF_EMPTY_ITER_S,
-    PF_L0,
-    PF_L1,
-    PF_L2,
-    PF_L3,
-    PF_L4,
-    PF_LOOKAHEAD_S,
-    PF_PER_CANDIDATE_S,
-    PF_PER_PREFILL_SEQ_S,
-    PF_PER_REQUEST_S,
-    PF_SWAP_S_PER_BLOCK,
     R_ACTIVE,
     R_COMP,
     R_CONTEXT,
     R_HELD,
     R_NEEDED,
-    R_ORDER,
     R_OUTPUT,
     R_PREEMPT,
     R_PROMPT,
@@ -79,48 +50,38 @@ from andes_gym.surrogate.compiled.kernels import (
     S_BLOCKS_USED,
     S_N,
     S_NUM_ACTIVE,
-    S_NUM_FINISHED,
     S_NUM_ITERATIONS,
-    S_NUM_ORDER,
     S_NUM_RUNNING,
     S_NUM_SELECTED,
     S_NUM_SLOTS,
     SF_NOW,
     SF_TIME_LIMIT,
 )
-from andes_gym.surrogate.latency import LinearLatencyModel, RooflineLatencyModel
+from andes_gym.surrogate.compiled.snapshot import EngineSnapshot, restore_snapshot, take_snapshot
 from andes_gym.surrogate.profile import EngineProfile
-from andes_gym.surrogate.simulator import SurrogateBackend
 from andes_gym.workloads.spec import Workload
 
 
 def check_feature_set(spec: FeatureSpec) -> None:
     """Raises if `spec` is not the feature set the kernels' `observe` implements."""
     have = (spec.name, spec.version, tuple(spec.slot_features), tuple(spec.global_features))
-    if have != FEATURE_SET:
+    if have != kernels.FEATURE_SET:
+        name, version = kernels.FEATURE_SET[:2]
         raise ValueError(
-            f"the compiled surrogate observes feature set {FEATURE_SET[0]!r} v{FEATURE_SET[1]}, "
+            f"the compiled surrogate observes feature set {name!r} v{version}, "
             f"the environment asks for {spec.name!r} v{spec.version} (or other feature "
             "names): update andes_gym/surrogate/compiled/kernels.py (observe) with "
             "andes_gym/core/features.py, or use simulator='python'"
         )
 
 
-def _latency_coefficients(model) -> tuple[int, tuple[float, ...]]:
-    if isinstance(model, LinearLatencyModel):
-        return LATENCY_LINEAR, (model._base, model._a, model._a2, model._b, model._c)
-    if isinstance(model, RooflineLatencyModel):
-        return LATENCY_ROOFLINE, (
-            model._weight_s,
-            model._kv_token_s,
-            model._token_s,
-            model._pair_s,
-            model._overhead_s,
-        )
-    raise TypeError(f"the compiled engine has no kernel for latency model {type(model).__name__}")
+# The latency formulas the kernels dispatch on (`kernels.iteration_s`).
+_LATENCY_KINDS = {
+    costs.linear_latency_s: kernels.LATENCY_LINEAR,
+    costs.roofline_latency_s: kernels.LATENCY_ROOFLINE,
+}
 
-
-# The tracker's fields (andes_gym.qoe._FLOAT_FIELDS, then e1) as the kernels number them.
+# The QoE tracker's rows (`andes_gym.qoe.FLOAT_ROWS`) as the kernels number them.
 _TRACKER_ROWS = {
     "arrival_s": kernels.T_ARRIVAL,
     "ttft_s": kernels.T_TTFT,
@@ -138,15 +99,20 @@ def _check_mirrors() -> None:
     """The kernels copy a few constants and the QoE tracker's row layout (numba freezes
     globals at compile time); this fails loudly, at import, if a source changed."""
     from andes_gym import qoe
-    from andes_gym.surrogate import simulator
+    from andes_gym.qoe import definition, prediction
 
     mirrors = {
         "tracker rows": (
-            (*qoe._FLOAT_FIELDS, "e1_s"),
+            tuple(qoe.FLOAT_ROWS),
             tuple(name for _, name in sorted((row, name) for name, row in _TRACKER_ROWS.items())),
         ),
         "QoE constants": (
-            (qoe.ON_TIME_TOL_S, qoe._COUNT_SLACK, qoe._NO_PREVIOUS_S, qoe._MAX_INV_SLOPE),
+            (
+                qoe.ON_TIME_TOL_S,
+                definition._COUNT_SLACK,
+                prediction._NO_PREVIOUS_S,
+                prediction._MAX_INV_SLOPE,
+            ),
             (
                 kernels.ON_TIME_TOL_S,
                 kernels.COUNT_SLACK,
@@ -156,7 +122,7 @@ def _check_mirrors() -> None:
         ),
         "QoE variants": (tuple(qoe.VARIANTS), ("delay", "delay_fixed", "area")),
         "status codes": (
-            (simulator.FUTURE, simulator.WAITING, simulator.RUNNING, simulator.FINISHED),
+            (base.FUTURE, base.WAITING, base.RUNNING, base.FINISHED),
             (kernels.FUTURE, kernels.WAITING, kernels.RUNNING, kernels.FINISHED),
         ),
     }
@@ -179,18 +145,19 @@ def _load_kernels(obs_dim: int) -> None:
     global _KERNELS_LOADED
     if _KERNELS_LOADED:
         return
-    ints = np.zeros((NUM_INT_ROWS, 1), dtype=np.int64)
-    flags = np.zeros((NUM_BOOL_ROWS, 1), dtype=bool)
+    ints = np.zeros((kernels.NUM_INT_ROWS, 1), dtype=np.int64)
+    flags = np.zeros((kernels.NUM_BOOL_ROWS, 1), dtype=bool)
     qf = np.full((len(_TRACKER_ROWS), 1), np.nan)
     gen = np.zeros(1, dtype=np.int64)
-    sti = np.zeros(NUM_INT_STATE, dtype=np.int64)  # n = 0: every entry returns at once
-    stf = np.zeros(NUM_FLOAT_STATE)
-    pi = np.zeros(NUM_INT_PARAMS, dtype=np.int64)
-    pf = np.zeros(NUM_FLOAT_PARAMS)
+    sti = np.zeros(kernels.NUM_INT_STATE, dtype=np.int64)  # n = 0: every entry returns at once
+    stf = np.zeros(kernels.NUM_FLOAT_STATE)
+    pi = np.zeros(kernels.NUM_INT_PARAMS, dtype=np.int64)
+    pf = np.zeros(kernels.NUM_FLOAT_PARAMS)
     obs = np.zeros(obs_dim, dtype=np.float32)
     state = (ints, flags, qf, gen, sti, stf, pi, pf)
     kernels.advance(*state)
     kernels.apply_selected(*state)
+    kernels.run_iterations(*state)
     kernels.advance_and_observe(*state, obs)
     kernels.step_slots(*state, obs, np.zeros(1), np.zeros(1))
     kernels.potential(*state[:7])
@@ -201,7 +168,7 @@ def _int_state(slot: int):
     return property(lambda self: int(self._sti[slot]))
 
 
-class CompiledSurrogateBackend(SurrogateBackend):
+class CompiledSurrogateBackend(SurrogateEngine):
     """The surrogate engine, compiled (see the module docstring).
 
     Args:
@@ -209,6 +176,9 @@ class CompiledSurrogateBackend(SurrogateBackend):
         decision_config: Look-ahead, QoE variant, oracle flag, iterations per decision.
         feature_spec: The observation `step_slots` and `advance_and_observe` write (its
             K; the oracle feature follows `decision_config.oracle`). Default: K = 64.
+        record_token_times: Keep every token's delivery time in the tracker
+            (`tracker.token_times(i)`, for rendering token curves; one kernel call per
+            iteration).
 
     Raises:
         ValueError: If the feature spec is not the feature set the kernels implement.
@@ -219,66 +189,62 @@ class CompiledSurrogateBackend(SurrogateBackend):
         profile: EngineProfile,
         decision_config: DecisionConfig | None = None,
         feature_spec: FeatureSpec | None = None,
+        record_token_times: bool = False,
     ) -> None:
         feature_spec = feature_spec or FeatureSpec(
             oracle=bool(decision_config and decision_config.oracle)
         )
         check_feature_set(feature_spec)
-        k_slots = feature_spec.k_slots
-        super().__init__(profile, decision_config)
+        super().__init__(profile, decision_config, record_token_times)
         cfg = self.decision_config
-        kind, coefficients = _latency_coefficients(self.latency)
         ov = profile.overhead
-        pi = np.zeros(NUM_INT_PARAMS, dtype=np.int64)
-        pi[P_BLOCK_SIZE] = self._bs
-        pi[P_TOTAL_BLOCKS] = self._total_blocks
-        pi[P_MAX_SEQS] = self._max_seqs
-        pi[P_MAX_TOKENS] = self._max_tokens
-        pi[P_ITERS_PER_DECISION] = cfg.iters_per_decision
-        pi[P_SWAP] = self._swap
-        pi[P_VARIANT] = VARIANTS.index(cfg.qoe_variant)
-        pi[P_ORACLE] = cfg.oracle
-        pi[P_K_SLOTS] = k_slots
-        pi[P_LATENCY_KIND] = kind
-        pi[P_ITER_OVERHEAD] = self._iter_overhead
-        pi[P_DECISION_OVERHEAD] = self._decision_overhead
-        pf = np.zeros(NUM_FLOAT_PARAMS)
-        pf[[PF_L0, PF_L1, PF_L2, PF_L3, PF_L4]] = coefficients
-        pf[PF_EMPTY_ITER_S] = self._empty_iter_s
-        pf[PF_SWAP_S_PER_BLOCK] = self._swap_s_per_block
-        pf[PF_LOOKAHEAD_S] = cfg.lookahead_s
-        pf[PF_PER_PREFILL_SEQ_S] = ov.per_prefill_seq_s
-        pf[PF_PER_REQUEST_S] = ov.per_request_s
-        pf[PF_DECISION_S] = ov.decision_s
-        pf[PF_PER_CANDIDATE_S] = ov.per_candidate_s
+        kind = _LATENCY_KINDS.get(self.latency.formula)
+        if kind is None:
+            raise TypeError(
+                f"the compiled engine has no kernel for latency model {type(self.latency).__name__}"
+            )
+        pi = np.zeros(kernels.NUM_INT_PARAMS, dtype=np.int64)
+        pi[kernels.P_BLOCK_SIZE] = self._bs
+        pi[kernels.P_TOTAL_BLOCKS] = self._total_blocks
+        pi[kernels.P_MAX_SEQS] = self._max_seqs
+        pi[kernels.P_MAX_TOKENS] = self._max_tokens
+        pi[kernels.P_ITERS_PER_DECISION] = cfg.iters_per_decision
+        pi[kernels.P_SWAP] = self._swap
+        pi[kernels.P_VARIANT] = VARIANTS.index(cfg.qoe_variant)
+        pi[kernels.P_ORACLE] = cfg.oracle
+        pi[kernels.P_K_SLOTS] = feature_spec.k_slots
+        pi[kernels.P_LATENCY_KIND] = kind
+        pi[kernels.P_ITER_OVERHEAD] = ov.per_iteration
+        pi[kernels.P_DECISION_OVERHEAD] = ov.per_decision
+        pf = np.zeros(kernels.NUM_FLOAT_PARAMS)
+        latency_slots = [kernels.PF_L0, kernels.PF_L1, kernels.PF_L2, kernels.PF_L3, kernels.PF_L4]
+        pf[latency_slots] = self.latency.coefficients
+        pf[kernels.PF_EMPTY_ITER_S] = self._empty_iter_s
+        pf[kernels.PF_SWAP_S_PER_BLOCK] = self._swap_s_per_block
+        pf[kernels.PF_LOOKAHEAD_S] = cfg.lookahead_s
+        pf[kernels.PF_PER_PREFILL_SEQ_S] = ov.per_prefill_seq_s
+        pf[kernels.PF_PER_REQUEST_S] = ov.per_request_s
+        pf[kernels.PF_DECISION_S] = ov.decision_s
+        pf[kernels.PF_PER_CANDIDATE_S] = ov.per_candidate_s
         self._pi, self._pf = pi, pf
         _load_kernels(feature_spec.obs_dim)
 
     # ------------------------------------------------------------------ lifecycle
-    # The per-request arrays the parent's code reads: views into the kernels' state.
-    _VIEWS = (
-        "_prompt",
-        "_output",
-        "_comp",
-        "_held",
-        "_status",
-        "_preempt",
-        "_done",
-        "_swapped",
-        "_gen",
-    )
+    # The per-request arrays `SurrogateEngine` reads: views into the kernels' state.
+    _VIEWS = ("_prompt", "_output", "_comp", "_held", "_status", "_preempt", "_done", "_gen")
 
     def _reset_arrays(self, n: int) -> None:
         width = max(n, 1)
         self._n = n
-        self._ints = np.zeros((NUM_INT_ROWS, width), dtype=np.int64)
-        self._flags = np.zeros((NUM_BOOL_ROWS, width), dtype=bool)
-        self._sti = np.zeros(NUM_INT_STATE, dtype=np.int64)
+        self._ints = np.zeros((kernels.NUM_INT_ROWS, width), dtype=np.int64)
+        self._flags = np.zeros((kernels.NUM_BOOL_ROWS, width), dtype=bool)
+        self._sti = np.zeros(kernels.NUM_INT_STATE, dtype=np.int64)
         self._sti[S_N] = n
-        self._stf = np.zeros(NUM_FLOAT_STATE)
+        self._stf = np.zeros(kernels.NUM_FLOAT_STATE)
         self._scores = np.zeros(width)
         self._arrival = np.zeros(n)
         self._pending_point = False
+        self._tokens_logged = np.zeros(n, dtype=np.int64)  # per request, in the token log
         self._bind_views()
 
     def _bind_views(self) -> None:
@@ -290,9 +256,8 @@ class CompiledSurrogateBackend(SurrogateBackend):
         self._status = self._ints[R_STATUS, :n]
         self._preempt = self._ints[R_PREEMPT, :n]
         self._done = self._flags[B_DONE, :n]
-        self._swapped = self._flags[B_SWAPPED, :n]
         # The tracker's token counts are the generated tokens: one array, updated in place.
-        num_tokens = self.tracker._num_tokens
+        num_tokens = self.tracker.num_tokens
         self._gen = num_tokens[:n] if len(num_tokens) >= n else np.zeros(n, dtype=np.int64)
 
     def __getstate__(self) -> dict:
@@ -313,30 +278,63 @@ class CompiledSurrogateBackend(SurrogateBackend):
         self._ints[R_OUTPUT, :n] = workload.output_tokens
         self._bind_views()
 
-    # ------------------------------------------------------- state the parent reads
+    # ------------------------------------------------------- state the base reads
     _blocks_used = _int_state(S_BLOCKS_USED)
-    _num_finished = _int_state(S_NUM_FINISHED)
     _num_iterations = _int_state(S_NUM_ITERATIONS)
 
     @property
     def _now(self) -> float:
         return float(self._stf[SF_NOW])
 
-    @_now.setter
-    def _now(self, value: float) -> None:
-        self._stf[SF_NOW] = value
-
     @property
     def _active(self) -> np.ndarray:
         return self._ints[R_ACTIVE, : self._sti[S_NUM_ACTIVE]]
 
-    @property
-    def _order(self) -> np.ndarray:
-        return self._ints[R_ORDER, : self._sti[S_NUM_ORDER]]
+    # ---------------------------------------------------------- snapshot / restore
+    def snapshot(self, out: EngineSnapshot | None = None) -> EngineSnapshot:
+        """Copies the episode's mutable state (for look-ahead: play on, then `restore`).
+
+        The state is every array the kernels change (`_ints`, `_flags`, `_sti`, `_stf`),
+        the QoE tracker's arrays (`tracker.floats`, `tracker.num_tokens`), the score work
+        array and the pending-decision flag; nothing else changes during an episode (the
+        constants `_pi` / `_pf` are set at construction; the time limit,
+        `skip_uncontested` and one-iteration mode are written into them on every call).
+        Costs a few memcpys: about 10 us for a 1,000-request episode.
+
+        Args:
+            out: A snapshot of this episode to overwrite instead of allocating a new one
+                (its arrays are reused; for planners that snapshot at every node).
+
+        Returns:
+            The snapshot. It stays valid for this episode (until the next `start`), can be
+            restored any number of times, and is not changed by later play.
+        """
+        return take_snapshot(self, out)
+
+    def restore(self, snapshot: EngineSnapshot) -> None:
+        """Puts the engine back in the state `snapshot` recorded, in place.
+
+        The arrays are overwritten, not replaced, so the views bound to them (the
+        per-request arrays, the tracker's fields, `_gen`) and any reference a caller holds
+        to `_ints`, `_sti`, `tracker.floats`, ... stay valid. After it, the engine plays
+        on exactly (bit for bit) as it did from the snapshot: the pending decision point,
+        if any, is pending again (`decision_candidates()`, `apply`, `step_slots`). What was
+        observed meanwhile is not undone: the token log (`record_token_times`) keeps the
+        tokens of the abandoned play, and `on_iteration` was called for its iterations.
+
+        Raises:
+            ValueError: If the snapshot's arrays do not fit this backend (a snapshot of
+                another episode size); a snapshot of another episode of the same size is
+                not detected and restores that episode's state.
+        """
+        restore_snapshot(self, snapshot)
+        if self.record_token_times:  # log only tokens delivered from here on
+            self._tokens_logged[:] = self._gen
 
     # ------------------------------------------------------------ backend contract
     def _kernel_args(self) -> tuple:
-        self._pi[P_SKIP_UNCONTESTED] = self.skip_uncontested
+        self._pi[kernels.P_SKIP_UNCONTESTED] = self.skip_uncontested
+        self._pi[kernels.P_ONE_ITERATION] = self._one_iteration
         limit = self.time_limit_s
         self._stf[SF_TIME_LIMIT] = np.inf if limit is None else float(limit)
         tracker = self.tracker
@@ -351,23 +349,51 @@ class CompiledSurrogateBackend(SurrogateBackend):
             self._pf,
         )
 
-    def _check_hooks(self) -> None:
+    @property
+    def _one_iteration(self) -> bool:
+        """Whether someone watches every iteration (then the kernels return after each)."""
+        return self.record_token_times or self.on_iteration is not None
+
+    def _after_iteration(self) -> None:
+        """Between two iterations in one-iteration mode: logs the tokens the last one
+        delivered (all at its end, which is now) and calls the hook."""
+        if self.record_token_times:
+            counts = self._gen
+            fresh = np.flatnonzero(counts != self._tokens_logged)
+            if len(fresh):
+                self.tracker.log_tokens(fresh, self._now)
+                self._tokens_logged[fresh] = counts[fresh]
         if self.on_iteration is not None:
-            raise ValueError(
-                "the compiled engine does not call on_iteration; use SurrogateBackend "
-                "(SurrogateEnv(simulator='python')) to observe every iteration"
-            )
+            self.on_iteration(self)
+
+    def _advance(self) -> bool:
+        """Runs to the next decision point (True) or the episode's end (False)."""
+        args = self._kernel_args()
+        code = kernels.advance(*args)
+        while code == kernels.ITERATED:
+            self._after_iteration()
+            code = kernels.advance(*args)
+        self._pending_point = code == kernels.DECISION
+        return self._pending_point
+
+    def _apply_selected(self) -> None:
+        """Applies the decision the kernels' state holds (R_SCRATCH, B_SELECTED)."""
+        self._pending_point = False
+        args = self._kernel_args()
+        kernels.apply_selected(*args)
+        if self._one_iteration:
+            self._after_iteration()
+            while kernels.run_iterations(*args):
+                self._after_iteration()
 
     def next_decision(self) -> tuple[Candidates, Capacity] | None:
-        self._check_hooks()
-        self._pending_point = bool(kernels.advance(*self._kernel_args()))
-        if not self._pending_point:
+        if not self._advance():
             return None
         return self.decision_candidates()
 
     def decision_candidates(self) -> tuple[Candidates, Capacity]:
         """The pending decision point's candidates and capacity (built on request, by the
-        same `make_candidates` as the Python engine's)."""
+        same `make_candidates` as the specification's)."""
         if not self._pending_point:
             raise RuntimeError("no pending decision point")
         num = int(self._sti[S_NUM_ACTIVE])
@@ -383,21 +409,20 @@ class CompiledSurrogateBackend(SurrogateBackend):
         if selected.shape != (num,):
             raise ValueError(f"decision.selected must have shape ({num},), got {selected.shape}")
         order = np.asarray(decision.order, dtype=np.int64)
-        self._pending_point = False
         self._flags[B_SELECTED, :num] = selected
         self._ints[R_SCRATCH, : len(order)] = order
         self._sti[S_NUM_SELECTED] = len(order)
-        kernels.apply_selected(*self._kernel_args())
-
-    def sync_tracker(self) -> None:
-        """Nothing to do: the kernels deliver every token to the tracker as it is made."""
+        self._apply_selected()
 
     # -------------------------------------------------------- fused environment API
     def advance_and_observe(self, obs: np.ndarray) -> bool:
         """Runs to the next decision point and writes its observation into `obs`
         (float32, the environment's layout); False when the episode is over."""
-        self._check_hooks()
-        self._pending_point = bool(kernels.advance_and_observe(*self._kernel_args(), obs))
+        if not self._one_iteration:
+            self._pending_point = bool(kernels.advance_and_observe(*self._kernel_args(), obs))
+        elif self._advance():
+            ints, _, qf, gen, sti, stf, pi, pf = self._kernel_args()
+            kernels.observe(ints, qf, gen, sti, stf, pi, pf, obs)
         return self._pending_point
 
     def step_slots(self, slot_scores: np.ndarray, obs: np.ndarray) -> tuple[bool, float]:
@@ -406,11 +431,17 @@ class CompiledSurrogateBackend(SurrogateBackend):
         goes to `obs`. Returns (a decision is pending, the reward potential now)."""
         if not self._pending_point:
             raise RuntimeError("step_slots() needs a pending decision point")
-        pending, potential = kernels.step_slots(
-            *self._kernel_args(), obs, slot_scores, self._scores
+        if not self._one_iteration:
+            pending, potential = kernels.step_slots(
+                *self._kernel_args(), obs, slot_scores, self._scores
+            )
+            self._pending_point = bool(pending)
+            return self._pending_point, float(potential)
+        kernels.select_from_slots(
+            self._ints, self._flags, self._sti, self._pi, slot_scores, self._scores
         )
-        self._pending_point = bool(pending)
-        return self._pending_point, float(potential)
+        self._apply_selected()
+        return self.advance_and_observe(obs), self.potential()
 
     def potential(self) -> float:
         """The reward potential now (`SchedulingEnv._potential_now`)."""

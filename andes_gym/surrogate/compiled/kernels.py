@@ -2,7 +2,11 @@
 
 One module on purpose: numba's on-disk cache (`cache=True`) notices a change only in the
 file that defines a function, not in the functions or constants it uses from other files,
-so kernels split over several files could run stale machine code after an edit.
+so kernels split over several files could run stale machine code after an edit. The one
+exception, the cost formulas compiled from `andes_gym.surrogate.costs` (their one home,
+shared with the Python side), is pinned by that file's digest (`COSTS_DIGEST`): editing it
+fails the import until the digest here is updated, which edits this file and so refreshes
+the cache.
 
 Sections:
 
@@ -10,19 +14,21 @@ Sections:
    (a numba call pays per argument, so the kernels take a handful of arrays):
    - `ints` (int64, rows x n): per-request integers, one row each (`R_*`).
    - `flags` (bool, rows x n): per-request flags (`B_*`).
-   - the QoE tracker's float block and token counts (`andes_gym.qoe.QoETracker`),
-     updated in place, so the tracker stays the one record of every request's QoE.
+   - the QoE tracker's float block and token counts (`QoETracker.floats` and
+     `num_tokens`, its public layout), updated in place, so the tracker stays the one
+     record of every request's QoE.
    - `sti` / `stf`: the engine's scalar state (`S_*` / `SF_*`).
    - `pi` / `pf`: constants from the profile and the decision config (`P_*` / `PF_*`).
 2. QoE: the arithmetic of `andes_gym.qoe`, one request at a time, with the same operations
    in the same order as the vectorized originals (`deliver` is `QoETracker.deliver` for
    one row, `predictions` is `predict_qoe_many` as `make_candidates` calls it,
    `qoe_if_completed` the reward's term).
-3. Engine: the rules of `andes_gym.surrogate.simulator.SurrogateBackend` (arrivals, the
-   per-iteration plan, preemption on KV overflow, admission in the decision's order,
-   latency with the profile's overheads, token delivery, the loop to the next decision
-   point). Every iteration is simulated one by one: compiled, an iteration costs a few
-   nanoseconds per request, so the Python engine's closed-form segments are not needed.
+3. Engine: the rules the specification `andes_gym.surrogate.simulator.SurrogateBackend`
+   states (arrivals, the per-iteration plan, preemption on KV overflow, admission in the
+   decision's order, latency with the profile's overheads, token delivery, the loop to the
+   next decision point), every iteration one by one. In one-iteration mode
+   (`P_ONE_ITERATION`) `advance` and `run_iterations` return after each iteration, so that
+   the backend can record token times and call `on_iteration` between them.
 4. Environment: slot scores -> the selection rule (`scores_from_slots` + `select`), the
    observation (`andes_gym.core.features.observe`), the reward potential
    (`SchedulingEnv._potential_now`), and `step_slots`, which chains them with the engine
@@ -31,8 +37,13 @@ Sections:
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 from numba import njit
+
+from andes_gym.surrogate import costs
 
 # ======================================================================== 1. layout
 # Rows of `ints` (per-request integers).
@@ -49,7 +60,7 @@ NUM_INT_ROWS = 12
 B_DONE, B_SWAPPED, B_COUNTED, B_SELECTED = 0, 1, 2, 3
 NUM_BOOL_ROWS = 4
 
-# Rows of the QoE tracker's float block (QoETracker._floats; its _FLOAT_FIELDS then e1).
+# Rows of the QoE tracker's float block (`QoETracker.floats`, rows `andes_gym.qoe.FLOAT_ROWS`).
 T_ARRIVAL, T_TTFT, T_TDS, T_LAST_CONSUME, T_SUM_CONSUME, T_SUM_DELAY = 0, 1, 2, 3, 4, 5
 T_FIRST_TOKEN, T_LAST_TOKEN, T_E1 = 6, 7, 8
 
@@ -68,7 +79,8 @@ NUM_FLOAT_STATE = 4
 P_BLOCK_SIZE, P_TOTAL_BLOCKS, P_MAX_SEQS, P_MAX_TOKENS, P_ITERS_PER_DECISION = 0, 1, 2, 3, 4
 P_SWAP, P_VARIANT, P_ORACLE, P_SKIP_UNCONTESTED, P_K_SLOTS, P_LATENCY_KIND = 5, 6, 7, 8, 9, 10
 P_ITER_OVERHEAD, P_DECISION_OVERHEAD = 11, 12
-NUM_INT_PARAMS = 13
+P_ONE_ITERATION = 13  # advance / run_iterations return after every iteration (hooks)
+NUM_INT_PARAMS = 14
 
 # Float constants: latency coefficients (linear, or roofline in the same slots), overheads.
 PF_L0, PF_L1, PF_L2, PF_L3, PF_L4 = 0, 1, 2, 3, 4
@@ -82,8 +94,46 @@ LATENCY_LINEAR, LATENCY_ROOFLINE = 0, 1
 # QoE variants, in the order of andes_gym.qoe.VARIANTS.
 VARIANT_DELAY, VARIANT_DELAY_FIXED, VARIANT_AREA = 0, 1, 2
 
-# Request status codes (as andes_gym.surrogate.simulator).
+# Request status codes (as andes_gym.surrogate.base).
 FUTURE, WAITING, RUNNING, FINISHED = 0, 1, 2, 3
+
+# What `advance` returns: the episode is over, a decision point is pending, or (only in
+# one-iteration mode) an iteration ran and the call must be repeated.
+OVER, DECISION, ITERATED = 0, 1, 2
+
+
+# ================================================================= the cost formulas
+COSTS_DIGEST = "ff4328b6eba3eedf"  # sha256 prefix of andes_gym/surrogate/costs.py
+
+
+def costs_digest() -> str | None:
+    """The digest of `costs.py` as it is now (None where its source cannot be read)."""
+    try:
+        text = Path(costs.__file__).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return hashlib.sha256(text.replace("\r\n", "\n").encode()).hexdigest()[:16]
+
+
+def check_costs_digest() -> None:
+    """Raises if `costs.py` changed since `COSTS_DIGEST` was set (see the docstring)."""
+    digest = costs_digest()
+    if digest not in (COSTS_DIGEST, None):
+        raise ImportError(
+            "andes_gym/surrogate/costs.py changed since the compiled kernels were last "
+            f"checked against it: set COSTS_DIGEST = {digest!r} in "
+            "andes_gym/surrogate/compiled/kernels.py (editing that file makes numba "
+            "recompile the kernels, which inline the formulas)"
+        )
+
+
+check_costs_digest()
+linear_latency_s = njit(cache=True, inline="always")(costs.linear_latency_s)
+roofline_latency_s = njit(cache=True, inline="always")(costs.roofline_latency_s)
+serving_overhead_s = njit(cache=True, inline="always")(costs.serving_overhead_s)
+decision_overhead_s = njit(cache=True, inline="always")(costs.decision_overhead_s)
+swap_s = njit(cache=True, inline="always")(costs.swap_s)
+kv_blocks = njit(cache=True, inline="always")(costs.kv_blocks)
 
 
 # ======================================================================== 2. QoE
@@ -281,12 +331,11 @@ def qoe_if_completed(f, num_tokens, i, now, total, variant):
 
 @njit(cache=True, inline="always")
 def iteration_s(pi, pf, p, d, ctx):
-    """`LatencyModel.iteration_s` (linear or roofline coefficients in PF_L0..PF_L4)."""
+    """`LatencyModel.iteration_s` (its coefficients in PF_L0..PF_L4)."""
+    c0, c1, c2, c3, c4 = pf[PF_L0], pf[PF_L1], pf[PF_L2], pf[PF_L3], pf[PF_L4]
     if pi[P_LATENCY_KIND] == LATENCY_LINEAR:
-        return pf[PF_L0] + pf[PF_L1] * p + pf[PF_L2] * p * p + pf[PF_L3] * d + pf[PF_L4] * ctx
-    memory_s = pf[PF_L0] + pf[PF_L1] * ctx
-    compute_s = pf[PF_L2] * (p + d) + pf[PF_L3] * (ctx + 0.5 * p * p)
-    return pf[PF_L4] + maximum(memory_s, compute_s)
+        return linear_latency_s(c0, c1, c2, c3, c4, p, d, ctx)
+    return roofline_latency_s(c0, c1, c2, c3, c4, p, d, ctx)
 
 
 @njit(cache=True)
@@ -335,7 +384,7 @@ def _preempt_all(ints, flags, sti, stf, pi, pf, ids, num):
         else:
             ints[R_COMP, i] = 0
     if swap:
-        stf[SF_SWAP_DEBT] += float(held_total) * pf[PF_SWAP_S_PER_BLOCK]
+        stf[SF_SWAP_DEBT] += swap_s(held_total, pf[PF_SWAP_S_PER_BLOCK])
 
 
 @njit(cache=True)
@@ -417,7 +466,7 @@ def _fit_running(ints, flags, gen, sti, stf, pi, pf, sched, new):
         grow = 0
         for r in range(num_run):
             i = sched[r]
-            grow += (comp[i] + new[r] + (bs - 1)) // bs - held[i]
+            grow += kv_blocks(comp[i] + new[r], bs) - held[i]
         if sti[S_BLOCKS_USED] + grow <= pi[P_TOTAL_BLOCKS] or num_run == 0:
             return num_run, budget, grow
         # KV overflow: preempt the running request lowest in the decision's order.
@@ -460,7 +509,7 @@ def _plan_admissions(ints, flags, gen, sti, pi, pf, sched, new, num_run, budget,
         new[num_run + num_q] = a
         if a != 0:
             nonzero += 1
-        need += (comp[i] + a + (bs - 1)) // bs
+        need += kv_blocks(comp[i] + a, bs)
         if need <= free_blocks and fit == num_q:
             fit = num_q + 1
         num_q += 1
@@ -469,12 +518,12 @@ def _plan_admissions(ints, flags, gen, sti, pi, pf, sched, new, num_run, budget,
     for j in range(num_admit):
         i = sched[num_run + j]
         if pi[P_SWAP] != 0 and flags[B_SWAPPED, i]:
-            swapped_blocks += (comp[i] + (bs - 1)) // bs
+            swapped_blocks += kv_blocks(comp[i], bs)
             flags[B_SWAPPED, i] = False
         status[i] = RUNNING
     restore_s = 0.0
     if swapped_blocks:
-        restore_s = float(swapped_blocks) * pf[PF_SWAP_S_PER_BLOCK]
+        restore_s = swap_s(swapped_blocks, pf[PF_SWAP_S_PER_BLOCK])
     return num_admit, restore_s
 
 
@@ -498,9 +547,11 @@ def _run_scheduled(ints, flags, qf, gen, sti, stf, pi, pf, sched, new, num_sched
         pi, pf, float(new_total - num_decode), float(num_decode), float(context)
     )
     if pi[P_ITER_OVERHEAD] != 0:
-        latency_s += (
-            pf[PF_PER_PREFILL_SEQ_S] * (num_sched - num_decode)
-            + pf[PF_PER_REQUEST_S] * sti[S_NUM_ACTIVE]
+        latency_s += serving_overhead_s(
+            pf[PF_PER_PREFILL_SEQ_S],
+            pf[PF_PER_REQUEST_S],
+            num_sched - num_decode,
+            sti[S_NUM_ACTIVE],
         )
     latency_s += extra_s
     t_end = stf[SF_NOW] + latency_s
@@ -511,7 +562,7 @@ def _run_scheduled(ints, flags, qf, gen, sti, stf, pi, pf, sched, new, num_sched
         i = sched[r]
         c = comp[i] + new[r]
         comp[i] = c
-        h = (c + (bs - 1)) // bs
+        h = kv_blocks(c, bs)
         sti[S_BLOCKS_USED] += h - held[i]
         held[i] = h
         if c == prompt[i] + gen[i]:  # this iteration completed its context: a token
@@ -552,34 +603,45 @@ def iteration(ints, flags, qf, gen, sti, stf, pi, pf):
 
 @njit(cache=True)
 def run_iterations(ints, flags, qf, gen, sti, stf, pi, pf):
-    """Runs the current decision's remaining iterations."""
+    """Runs the current decision's remaining iterations (at most one in one-iteration
+    mode); returns whether it ran any."""
+    ran = False
     while sti[S_ITERS_LEFT] > 0 and sti[S_NUM_ORDER] > 0:
         iteration(ints, flags, qf, gen, sti, stf, pi, pf)
+        ran = True
+        if pi[P_ONE_ITERATION] != 0:
+            break
     if sti[S_NUM_ORDER] == 0:
         sti[S_ITERS_LEFT] = 0
+    return ran
 
 
 @njit(cache=True)
 def advance(ints, flags, qf, gen, sti, stf, pi, pf):
-    """`SurrogateBackend.next_decision` up to building the candidates: returns True at a
-    decision point (R_NEEDED / R_CONTEXT then hold each candidate's KV blocks needed and
-    context, by position in R_ACTIVE), False once the episode is over (every request
-    finished, or the time limit reached)."""
+    """`SurrogateBackend.next_decision` up to building the candidates: returns DECISION at
+    a decision point (R_NEEDED / R_CONTEXT then hold each candidate's KV blocks needed and
+    context, by position in R_ACTIVE), OVER once the episode is over (every request
+    finished, or the time limit reached), and in one-iteration mode ITERATED after each
+    iteration of a decision it applied itself (call again to go on)."""
     limit = stf[SF_TIME_LIMIT]
     bs = pi[P_BLOCK_SIZE]
     prompt, comp = ints[R_PROMPT], ints[R_COMP]
+    one_iteration = pi[P_ONE_ITERATION] != 0
     while True:
+        # Only in one-iteration mode can an applied decision have iterations left here.
+        if one_iteration and run_iterations(ints, flags, qf, gen, sti, stf, pi, pf):
+            return ITERATED
         if sti[S_NUM_FINISHED] == sti[S_N]:
-            return False
+            return OVER
         if stf[SF_NOW] >= limit:
-            return False
+            return OVER
         admit_arrivals(ints, qf, sti, stf)
         num_active = sti[S_NUM_ACTIVE]
         if num_active == 0:
             t_next = qf[T_ARRIVAL, sti[S_NEXT_ARRIVAL]]
             if t_next >= limit:
                 stf[SF_NOW] = max(stf[SF_NOW], limit)
-                return False
+                return OVER
             stf[SF_NOW] = max(stf[SF_NOW], t_next)
             continue
         active = ints[R_ACTIVE]
@@ -588,7 +650,7 @@ def advance(ints, flags, qf, gen, sti, stf, pi, pf):
             i = active[c]
             context = prompt[i] + gen[i]
             in_prefill = 1 if (context - comp[i] > 1 or gen[i] == 0) else 0
-            needed = (context + in_prefill + (bs - 1)) // bs
+            needed = kv_blocks(context + in_prefill, bs)
             ints[R_NEEDED, c] = needed
             ints[R_CONTEXT, c] = context
             total_needed += needed
@@ -598,13 +660,15 @@ def advance(ints, flags, qf, gen, sti, stf, pi, pf):
             sti[S_NUM_ORDER] = num_active
             sti[S_ITERS_LEFT] = pi[P_ITERS_PER_DECISION]
             run_iterations(ints, flags, qf, gen, sti, stf, pi, pf)
+            if one_iteration:
+                return ITERATED
             continue
         num_running = 0
         for c in range(num_active):
             if ints[R_STATUS, active[c]] == RUNNING:
                 num_running += 1
         sti[S_NUM_RUNNING] = num_running
-        return True
+        return DECISION
 
 
 @njit(cache=True)
@@ -629,7 +693,7 @@ def apply_selected(ints, flags, qf, gen, sti, stf, pi, pf):
     sti[S_NUM_ORDER] = num_selected
     sti[S_ITERS_LEFT] = pi[P_ITERS_PER_DECISION]
     if pi[P_DECISION_OVERHEAD] != 0:  # building the decision delays the next iteration
-        stf[SF_NOW] += pf[PF_DECISION_S] + pf[PF_PER_CANDIDATE_S] * num_active
+        stf[SF_NOW] += decision_overhead_s(pf[PF_DECISION_S], pf[PF_PER_CANDIDATE_S], num_active)
     if num_selected == 0:
         empty_iteration(sti, stf, pf)
     else:
@@ -686,7 +750,9 @@ def token_latency_s(pi, pf, batch, mean_context, num_requests):
     b = min(max(batch, 1), pi[P_MAX_SEQS])
     latency = iteration_s(pi, pf, 0.0, float(b), b * mean_context)
     if pf[PF_PER_REQUEST_S] > 0.0:
-        latency = latency + pf[PF_PER_REQUEST_S] * num_requests
+        latency = latency + serving_overhead_s(
+            pf[PF_PER_PREFILL_SEQ_S], pf[PF_PER_REQUEST_S], 0, num_requests
+        )
     return latency
 
 
@@ -881,7 +947,7 @@ def potential(ints, flags, qf, gen, sti, stf, pi):
 @njit(cache=True)
 def advance_and_observe(ints, flags, qf, gen, sti, stf, pi, pf, obs):
     """Runs to the next decision point and observes it; False when the episode ended."""
-    if advance(ints, flags, qf, gen, sti, stf, pi, pf):
+    if advance(ints, flags, qf, gen, sti, stf, pi, pf) == DECISION:
         observe(ints, qf, gen, sti, stf, pi, pf, obs)
         return True
     return False

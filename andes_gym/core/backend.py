@@ -13,7 +13,7 @@ import numpy as np
 
 from andes_gym.core.candidates import Candidates, Capacity
 from andes_gym.core.selection import Decision
-from andes_gym.qoe import QoETracker
+from andes_gym.qoe import VARIANTS, QoETracker
 from andes_gym.workloads.spec import Workload
 
 
@@ -34,14 +34,53 @@ class DecisionConfig:
     iters_per_decision: int = 1
 
     def __post_init__(self) -> None:
-        from andes_gym.qoe import VARIANTS
-
         if not (np.isfinite(self.lookahead_s) and self.lookahead_s > 0):
             raise ValueError(f"lookahead_s must be a positive number, got {self.lookahead_s}")
         if self.qoe_variant not in VARIANTS:
             raise ValueError(f"qoe_variant must be one of {VARIANTS}, got {self.qoe_variant!r}")
         if self.iters_per_decision < 1:
             raise ValueError(f"iters_per_decision must be >= 1, got {self.iters_per_decision}")
+
+
+def check_workload_fits(
+    workload: Workload,
+    max_model_len: int,
+    num_blocks: int,
+    block_size: int,
+    engine: str,
+    lengths_hint: str = "",
+) -> None:
+    """Checks that every request of `workload` can run on an engine at all.
+
+    A request needs its prompt plus output tokens within `max_model_len`, and their KV
+    blocks within the cache's `num_blocks`; one that does not fit would wait forever.
+
+    Args:
+        workload: The requests.
+        max_model_len: The engine's longest sequence, in tokens.
+        num_blocks: KV blocks requests can hold.
+        block_size: Tokens per KV block.
+        engine: How the error names the engine (e.g. `engine config 'cpu_live'`).
+        lengths_hint: Appended to "clip the workload's lengths" in the error.
+
+    Raises:
+        ValueError: Naming the first such request, the limit it exceeds and how many
+            requests exceed it.
+    """
+    total = workload.prompt_tokens + workload.output_tokens
+    blocks = -(-total // block_size)
+    for bad, limit in (
+        (total > max_model_len, f"max_model_len={max_model_len} tokens"),
+        (blocks > num_blocks, f"the KV cache's {num_blocks} blocks of {block_size} tokens"),
+    ):
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"request {i} of workload {workload.name!r} (prompt {workload.prompt_tokens[i]} "
+                f"+ output {workload.output_tokens[i]} tokens) exceeds {limit} of {engine} "
+                f"({int(bad.sum())} such requests); clip the workload's lengths{lengths_hint} "
+                "or use a larger engine"
+            )
 
 
 class EngineBackend(ABC):

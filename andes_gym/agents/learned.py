@@ -1,8 +1,8 @@
-"""Loading exported learned policies (ONNX) for the surrogate, the live env and the vLLM hook.
+"""Learned policies: exported scoring networks (ONNX) for the environments and the vLLM hook.
 
-`load_policy(path)` uses onnxruntime only: no torch import, nothing unpickled. It checks
-the file's metadata (written by `andes_gym.export`) against the feature spec this andes_gym
-computes, and returns a `LearnedPolicy`: a `ScoringPolicy` whose `score()` runs
+`load_policy(path)` uses onnxruntime only: no torch import, no vLLM, nothing unpickled. It
+checks the file's metadata (written by `andes_gym.training.export_onnx`) against the
+feature spec this andes_gym computes, and returns a `LearnedPolicy`: a `ScoringPolicy` whose `score()` runs
 `observe` -> ONNX -> `scores_from_slots`, so the shared `select` rule turns its scores into
 decisions exactly as for every other scoring policy.
 """
@@ -17,8 +17,10 @@ import numpy as np
 from andes_gym.agents.base import ScoringPolicy
 from andes_gym.core.candidates import Candidates, Capacity
 from andes_gym.core.features import FeatureSpec, observe, scores_from_slots
+from andes_gym.extras import require
 
-FORMAT = "andes_gym.scoring_policy/1"  # the same string as andes_gym.export.FORMAT
+# The format string of the files `andes_gym.training.export_onnx` writes and this reads.
+FORMAT = "andes_gym.scoring_policy/1"
 
 
 class PolicyLoadError(ValueError):
@@ -73,8 +75,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def _open(path: Path, threads: int = 1):
     if not path.is_file():
         raise PolicyLoadError(f"{path}: no such file")
-    from andes_gym.extras import require
-
     ort = require("onnxruntime", f"loading the exported policy {path}")
 
     options = ort.SessionOptions()
